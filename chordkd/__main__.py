@@ -1,0 +1,3 @@
+from chordkd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,340 @@
+"""``chordkd label``: run a teacher over a corpus once and cache its top-K logits.
+
+Pipeline: a :class:`SongAudio` dataset decodes whole songs (``load_audio``) in DataLoader
+workers; :class:`TeacherLabeller` (a LightningModule holding the teacher and the ``LogCQT``
+front end, so both move to the device together) computes features on the device and runs
+whole-song inference through :func:`chordkd.inference.song_logits`: 108-frame windows that
+overlap by half, each frame taking its logits from the window whose centre is nearest (so all
+frames but the song's outer quarter-windows see at least 27 frames of context on each side);
+it then takes the top-K logits and the log-partition on the device. :class:`CacheWriterCallback`
+(a ``BasePredictionWriter``, one per rank) appends each song to the rank's shard and journal
+(``teacher_cache``); after a barrier, rank 0 folds the journals into the index and writes
+``label_report.json``. The same command therefore runs on one CPU, several GPUs or nodes.
+
+Reruns are incremental: a song already cached with the same teacher (sha1 of the checkpoint
+file), the same feature settings and unchanged audio (``AudioFingerprint``) is skipped before
+any decoding; a song whose audio changed is relabelled and its new record supersedes the old.
+Unreadable audio is reported, not fatal, unless ``strict``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader, Dataset
+
+from chordkd.atomic import write_json
+from chordkd.audio import load_audio
+from chordkd.data.manifest import Song, read_manifest
+from chordkd.errors import AudioError, ChordkdError
+from chordkd.features import FeatureSettings, LogCQT
+from chordkd.inference import song_logits
+from chordkd.labelling.teacher_cache import (
+    AudioFingerprint,
+    CacheWriter,
+    TeacherCache,
+    consolidate,
+    file_sha1,
+)
+
+log = logging.getLogger(__name__)
+
+# K = 8: 28 bytes per frame (1.09 MB per audio-hour), argmax agreement 100% by construction,
+# and mean KL(full || rebuilt) at T = 3 within 0.02 nats on a trained teacher
+# (bench/teacher_cache.py; figures in bench/out/teacher_cache.md).
+DEFAULT_TOPK = 8
+REPORT_NAME = "label_report.json"
+_PART = "label-part-r{rank}.json"
+
+
+@dataclass
+class LabelReport:
+    """What a labelling job did. ``failed`` holds ``{"song", "audio", "error"}`` dicts."""
+
+    cache: str
+    teacher: str
+    features: str
+    topk: int
+    labelled: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def x_real_time(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "x_real_time": self.x_real_time}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> LabelReport:
+        return cls(**{k: v for k, v in obj.items() if k != "x_real_time"})
+
+    def summary(self) -> str:
+        lines = [
+            f"labelled {len(self.labelled)} songs, skipped {len(self.skipped)} already cached, "
+            f"failed {len(self.failed)}",
+            f"{self.audio_seconds / 3600:.3f} audio hours in {self.wall_seconds:.1f} s wall "
+            f"({self.x_real_time:.0f}x real time) -> {self.cache}",
+        ]
+        lines += [f"  failed: {f['error']}" for f in self.failed]
+        return "\n".join(lines)
+
+
+class SongAudio(Dataset):
+    """Whole songs as decoded waveforms. Item: ``{"song", "audio", "fingerprint",
+    "waveform" float32 [n_samples] or None, "error" str or None}``.
+
+    A bad file becomes an item with ``error`` set (never an exception, which would kill the
+    DataLoader); the writer records it.
+    """
+
+    def __init__(self, songs: list[Song], sr: int) -> None:
+        self.songs = songs
+        self.sr = sr
+
+    def __len__(self) -> int:
+        return len(self.songs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        song = self.songs[i]
+        item = {"song": song.id, "audio": str(song.audio), "fingerprint": None,
+                "waveform": None, "error": None}
+        try:
+            # a plain dict: Lightning rebuilds dataclasses when moving batches to the device
+            item["fingerprint"] = asdict(AudioFingerprint.of(song.audio))
+            item["waveform"] = torch.from_numpy(load_audio(song.audio, sr=self.sr))
+        except AudioError as e:
+            item["error"] = str(e)
+        except OSError as e:
+            item["error"] = f"{song.audio}: {e.strerror or e}"
+        return item
+
+
+def _as_list(batch: list[dict]) -> list[dict]:
+    return batch  # songs differ in length: no stacking
+
+
+class TeacherLabeller(pl.LightningModule):
+    """Teacher + front end. ``predict_step`` maps a list of songs to per-song dicts with
+    ``logz`` float32 ``[T]``, ``values`` float16 ``[T, K]`` and ``indices`` uint8 ``[T, K]``
+    (``indices`` None and ``values`` ``[T, C]`` when ``topk`` is 0), on the CPU."""
+
+    def __init__(self, model: torch.nn.Module, features: FeatureSettings, topk: int) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.cqt = LogCQT(features)
+        self.topk = topk
+
+    def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
+        out = []
+        for item in batch:
+            if item["error"] is not None:
+                out.append(item)
+                continue
+            wave = item["waveform"].to(self.device)
+            feats = self.cqt(wave)  # [T, 144], float32 whatever the precision setting
+            logits = song_logits(self.model, feats).float()  # [T, C]
+            n_classes = logits.shape[-1]
+            logz = torch.logsumexp(logits, dim=-1)
+            if self.topk:
+                values, indices = logits.topk(min(self.topk, n_classes), dim=-1)
+                indices = indices.to(torch.uint8).cpu()
+            else:
+                values, indices = logits, None
+            out.append({**item, "waveform": None, "n_samples": int(wave.shape[0]),
+                        "n_classes": n_classes, "logz": logz.cpu(),
+                        "values": values.half().cpu(), "indices": indices})
+        return out
+
+
+class CacheWriterCallback(BasePredictionWriter):
+    """Writes each predicted song into the cache as soon as its batch is done (per rank).
+
+    On the end of predict every rank writes a part report, then ``barrier``; rank 0 folds the
+    journals into the index and writes ``label_report.json``.
+    """
+
+    def __init__(self, out: Path, report: LabelReport, sr: int, strict: bool, start: float,
+                 shard_bytes: int = 1 << 30) -> None:
+        super().__init__(write_interval="batch")
+        self.out, self.report, self.sr, self.strict = out, report, sr, strict
+        self.start, self.shard_bytes = start, shard_bytes
+        self.writer: CacheWriter | None = None
+        self._bar = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.writer = CacheWriter(self.out, rank=trainer.global_rank, shard_bytes=self.shard_bytes)
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and os.environ.get("CHORDKD_NO_PROGRESS") != "1":
+            from tqdm.auto import tqdm
+
+            try:
+                total = len(trainer.predict_dataloaders.sampler)
+            except (AttributeError, TypeError):
+                total = None
+            self._bar = tqdm(total=total, unit="song", desc="labelling", dynamic_ncols=True)
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
+                           batch_idx, dataloader_idx=0) -> None:
+        r = self.report
+        for song in prediction:
+            if song["error"] is not None:
+                if self.strict:
+                    raise AudioError(song["error"])
+                log.warning("skipping unreadable audio: %s", song["error"])
+                r.failed.append({"song": song["song"], "audio": song["audio"], "error": song["error"]})
+                continue
+            self.writer.write_logits(
+                song["song"], song["logz"].numpy(), song["values"].numpy(),
+                None if song["indices"] is None else song["indices"].numpy(),
+                song["n_classes"], audio=AudioFingerprint(**song["fingerprint"]), teacher=r.teacher,
+                features=r.features,
+            )
+            r.labelled.append(song["song"])
+            r.audio_seconds += song["n_samples"] / self.sr
+        if self._bar is not None:
+            wall = time.perf_counter() - self.start
+            self._bar.update(len(prediction))
+            self._bar.set_postfix(audio_h_per_s=f"{r.audio_seconds / 3600 / wall:.3f}",
+                                  x_rt=f"{r.audio_seconds / wall:.0f}", refresh=False)
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close()
+        r = self.report
+        write_json(self.out / _PART.format(rank=trainer.global_rank),
+                   {"labelled": r.labelled, "failed": r.failed, "audio_seconds": r.audio_seconds})
+        trainer.strategy.barrier()
+        if trainer.is_global_zero:
+            consolidate(self.out)
+            merged = LabelReport(r.cache, r.teacher, r.features, r.topk, skipped=r.skipped)
+            for rank in range(trainer.world_size):
+                part_path = self.out / _PART.format(rank=rank)
+                part = json.loads(part_path.read_text(encoding="utf-8"))
+                merged.labelled += part["labelled"]
+                merged.failed += part["failed"]
+                merged.audio_seconds += part["audio_seconds"]
+                part_path.unlink()
+            merged.labelled.sort()
+            merged.wall_seconds = time.perf_counter() - self.start
+            write_json(self.out / REPORT_NAME, merged.to_json())
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._close()  # also on an exception (--strict): journaled songs stay valid
+
+    def _close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def songs_to_label(
+    songs: list[Song], out: Path, teacher: str, features: str
+) -> tuple[list[Song], list[str]]:
+    """Split ``songs`` into (to label, already cached by this teacher, settings and audio)."""
+    if not (out / "index.json").is_file() and not any(out.glob("journal-*.jsonl")):
+        return songs, []
+    cache = TeacherCache(out, verify=False)
+    todo, skipped = [], []
+    for song in songs:
+        e = cache.entry(song.id) if song.id in cache else None
+        if (e is not None and e.teacher == teacher and e.features == features
+                and e.fingerprint.matches(song.audio)):
+            skipped.append(song.id)
+        else:
+            todo.append(song)
+    return todo, skipped
+
+
+def label_corpus(
+    teacher: str | os.PathLike,
+    songs: list[Song] | str | os.PathLike,
+    out: str | os.PathLike,
+    topk: int = DEFAULT_TOPK,
+    strict: bool = False,
+    batch_size: int = 1,
+    num_workers: int = 1,
+    trainer_kwargs: dict | None = None,
+) -> LabelReport:
+    """Label ``songs`` (a list, a manifest or a folder) with the checkpoint ``teacher`` into
+    the cache folder ``out``; returns the report (also written to ``out/label_report.json``).
+
+    ``topk`` 0 stores full logits. ``trainer_kwargs`` go to ``lightning.Trainer`` (devices,
+    accelerator, precision, strategy, ...). Raises ``AudioError`` on the first unreadable
+    file when ``strict``.
+    """
+    from chordkd.models.loading import load_model
+
+    start = time.perf_counter()
+    out = Path(out)
+    if topk < 0:
+        raise ChordkdError(f"--topk must be >= 0 (0 = full logits), got {topk}")
+    if not isinstance(songs, list):
+        songs = read_manifest(songs)
+    loaded = load_model(teacher)
+    features = loaded.features
+    report = LabelReport(str(out), file_sha1(teacher), features.fingerprint(), topk)
+    todo, report.skipped = songs_to_label(songs, out, report.teacher, report.features)
+    log.info("%d songs to label, %d already cached", len(todo), len(report.skipped))
+    if not todo:
+        out.mkdir(parents=True, exist_ok=True)
+        report.wall_seconds = time.perf_counter() - start
+        write_json(out / REPORT_NAME, report.to_json())
+        return report
+    writer = CacheWriterCallback(out, report, features.sr, strict, start)
+    kwargs = {"accelerator": "auto", "devices": "auto", "precision": "32-true",
+              "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
+              **(trainer_kwargs or {})}
+    trainer = pl.Trainer(callbacks=[writer], **kwargs)
+    loader = DataLoader(SongAudio(todo, features.sr), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=_as_list,
+                        persistent_workers=False)
+    module = TeacherLabeller(loaded.model, features, topk)
+    trainer.predict(module, loader, return_predictions=False)  # runs under inference_mode
+    if trainer.is_global_zero:
+        return LabelReport.from_json(json.loads((out / REPORT_NAME).read_text(encoding="utf-8")))
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="teacher checkpoint (official BTC or chordkd)")
+    parser.add_argument("--audio", required=True, help="folder of audio files or a manifest.csv")
+    parser.add_argument("--out", required=True, help="cache folder (created; reruns resume)")
+    parser.add_argument("--topk", type=int, default=DEFAULT_TOPK,
+                        help=f"logits kept per frame (default {DEFAULT_TOPK}; 0 = all)")
+    parser.add_argument("--strict", action="store_true", help="stop on the first unreadable file")
+    parser.add_argument("--batch-size", type=int, default=1, help="songs per batch")
+    parser.add_argument("--devices", default="auto", help="Lightning devices (e.g. 1, 4, auto)")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto, ...")
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy (e.g. ddp)")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
+    parser.add_argument("--num-workers", type=int, default=1, help="audio decoding workers")
+
+
+def run(args: argparse.Namespace) -> int:
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    report = label_corpus(
+        args.teacher, args.audio, args.out, topk=args.topk, strict=args.strict,
+        batch_size=args.batch_size, num_workers=args.num_workers,
+        trainer_kwargs={"devices": devices, "accelerator": args.accelerator,
+                        "strategy": args.strategy, "num_nodes": args.num_nodes,
+                        "precision": args.precision},
+    )
+    print(report.summary())
+    return 0

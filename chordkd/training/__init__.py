@@ -1,0 +1,1 @@
+"""Training: the student LightningModule, losses, distillation callbacks, configs and ``fit``."""

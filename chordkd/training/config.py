@@ -1,0 +1,225 @@
+"""Experiment configs: a typed schema, YAML files under ``experiments/``, ``key=value`` overrides.
+
+An experiment YAML may name a parent with ``extends: other.yaml`` (relative to its folder);
+the chain is merged over the schema's defaults, then command-line overrides are applied
+(OmegaConf dotlist). Unknown keys and wrong types are errors that name the key path
+(``trainer.max_epoch``), raised as ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from chordkd.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    train: str = "data/demo/train"  # corpus: manifest CSV or folder (chordkd.data.manifest)
+    valid: str | None = "data/demo/valid"
+    test: str | None = "data/demo/test"
+    targets: str = "labels"  # labels (ground truth .lab) | teacher (cached teacher argmax)
+    teacher_cache: str | None = None  # folder written by `chordkd label` for data.train
+    window: int = 108  # frames per training window
+    batch_size: int = 32
+    num_workers: int = 0
+    pitch_shift: int = 5  # max random shift (semitones) of training windows; 0 = off
+    strict: bool = False  # stop on the first bad file instead of skipping it
+    stats_songs: int = 64  # songs used for the scalar mean/std normalisation
+
+
+@dataclass
+class ModelConfig:
+    size: str = "base"  # small | base | large
+    overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {dropout: 0.1}
+
+
+@dataclass
+class LossConfig:
+    name: str = "focal"  # focal | ce
+    gamma: float = 2.0
+
+
+@dataclass
+class KDConfig:
+    enabled: bool = False
+    alpha: float = 0.3  # weight of the KD term; 1 - alpha for the supervised term
+    temperature: float = 3.0
+    rule: str = "paper"  # paper | threshold | agree | all
+    theta: float = 0.9  # threshold rule only
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    schedule: str = "cosine"  # cosine (with warm-up) | plateau | constant
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    plateau_patience: int = 3
+    plateau_factor: float = 0.5
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 100
+    max_steps: int = -1
+    max_time: str | None = None  # "DD:HH:MM:SS"
+    accelerator: str = "auto"  # cpu | gpu | auto
+    devices: Any = 1  # int, list of ids, or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    deterministic: bool = False
+    gradient_clip_val: float | None = None
+    accumulate_grad_batches: int = 1
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    monitor: str = "val/mirex"  # drives ModelCheckpoint, early stopping and plateau schedules
+    mode: str = "max"
+    patience: int = 10  # early stopping, in validation rounds; 0 = off
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"  # wandb | csv | tensorboard | none
+    project: str = "chordkd"
+    entity: str | None = None
+    mode: str = "offline"  # W&B mode: offline (default; `wandb sync` later) | online
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    role: str = "student"  # teacher | baseline | stage1 | stage2 | ... (for reports)
+    student: str = "btc"  # btc | 2e1d
+    vocabulary: str = "large"  # large (170) | majmin (25)
+    seed: int = 0
+    init: str | None = None  # checkpoint whose weights start the student (fresh optimiser)
+    resume: str = "auto"  # auto (last.ckpt if present) | never | a checkpoint path
+    runs_dir: str = "runs"
+    run_dir: str | None = None  # default: runs_dir/<name>-<student>-<hash of the config>
+    test: bool = True  # evaluate the best checkpoint on data.test after fitting
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+# Keys that do not change what is trained, left out of the run folder's hash.
+_NOT_HASHED = ("resume", "run_dir", "runs_dir", "logger", "test", "data.num_workers",
+               "trainer.enable_progress_bar", "trainer.log_every_n_steps")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Schema defaults <- YAML chain (``extends``) <- ``key=value`` overrides; validated."""
+    schema = OmegaConf.structured(ExperimentConfig)
+    try:
+        cfg = schema
+        for layer in _yaml_chain(Path(path)) if path else []:
+            cfg = OmegaConf.merge(cfg, layer)
+        if overrides:
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        OmegaConf.resolve(cfg)
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(f"config key '{missing[0]}' must be set (add {missing[0]}=...)")
+    except OmegaConfBaseException as e:
+        raise ConfigError(_explain(e, path)) from None
+    _check_choices(cfg)
+    return cfg
+
+
+def _yaml_chain(path: Path, seen: tuple = ()) -> list[DictConfig]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment file")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    try:
+        layer = OmegaConf.load(path)
+    except Exception as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    parent = layer.pop("extends", None)
+    chain = _yaml_chain(path.parent / parent, seen + (path.resolve(),)) if parent else []
+    return chain + [layer]
+
+
+def _explain(e: OmegaConfBaseException, path) -> str:
+    key = getattr(e, "full_key", None)
+    msg = str(e).splitlines()[0]
+    where = f" (in {path} or the overrides)" if path else ""
+    if key and "not in" in msg:
+        return f"unknown config key '{key}'{where}"
+    if key:
+        return f"config key '{key}': {msg}{where}"
+    return f"{msg}{where}"
+
+
+_CHOICES = {
+    "student": ("btc", "2e1d"),
+    "vocabulary": ("large", "majmin"),
+    "data.targets": ("labels", "teacher"),
+    "model.size": ("small", "base", "large"),
+    "loss.name": ("focal", "ce"),
+    "kd.rule": ("paper", "threshold", "agree", "all"),
+    "optim.schedule": ("cosine", "plateau", "constant"),
+    "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
+    "checkpoint.mode": ("max", "min"),
+    "logger.kind": ("wandb", "csv", "tensorboard", "none"),
+    "logger.mode": ("offline", "online", "disabled"),
+}
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    for key, allowed in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(allowed)}")
+    if not 0 <= cfg.kd.alpha <= 1:
+        raise ConfigError(f"config key 'kd.alpha': {cfg.kd.alpha} is not in [0, 1]")
+    if cfg.data.targets == "teacher" and not cfg.data.teacher_cache:
+        raise ConfigError("config key 'data.teacher_cache': needed when data.targets=teacher")
+    if cfg.kd.enabled and not cfg.data.teacher_cache:
+        raise ConfigError("config key 'data.teacher_cache': needed when kd.enabled=true")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Short hash of everything that changes what is trained."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in _NOT_HASHED:
+        *parents, leaf = dotted.split(".")
+        node = c
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return hashlib.sha1(json.dumps(c, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    """The run's folder: rerunning the same config finds (and resumes) the same folder."""
+    if cfg.run_dir:
+        return Path(cfg.run_dir)
+    return Path(cfg.runs_dir) / f"{cfg.name}-{cfg.student}-{config_hash(cfg)}"

@@ -1,0 +1,190 @@
+"""``chordkd fit CONFIG [key=value ...]``: one experiment, from config to checkpoints and metrics.
+
+The run folder (``runs/<name>-<student>-<hash>``) holds the resolved ``config.yaml``,
+``checkpoints/`` (``best.ckpt`` by the monitored metric, ``last.ckpt``), the logger's files and
+``summary.json`` (best checkpoint, its score, test metrics). Rerunning the same command finds
+the same folder and resumes from ``last.ckpt`` (global step, optimiser, scheduler, early
+stopping state, W&B run id); a finished run is not trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from chordkd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment YAML (see experiments/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (OmegaConf dotlist)")
+    p.add_argument("--print-run-dir", action="store_true", help="print the run folder and exit")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from chordkd.training.config import load_config, run_dir
+
+    cfg = load_config(args.config, args.overrides)
+    if args.print_run_dir:
+        print(run_dir(cfg))
+        return 0
+    if args.print_config:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    summary = fit(cfg)
+    best = summary.get("best_checkpoint")
+    print(f"run folder: {summary['run_dir']}\nbest checkpoint: {best}")
+    for k, v in sorted(summary.get("test", {}).items()):
+        print(f"  {k}: {v:.4f}")
+    return 0
+
+
+def _logger(cfg: DictConfig, folder: Path):
+    kind = cfg.logger.kind
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(folder, name="csv")
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(folder, name="tensorboard")
+    from lightning.pytorch.loggers import WandbLogger
+
+    # One W&B run per experiment folder: its id is kept so a resumed job continues the run.
+    id_file = folder / "wandb_run_id.txt"
+    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    if run_id is None:
+        import wandb.util
+
+        run_id = wandb.util.generate_id()
+        from chordkd.atomic import write_text
+
+        write_text(id_file, run_id + "\n")
+    os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return WandbLogger(
+        project=cfg.logger.project, entity=cfg.logger.entity, name=folder.name, id=run_id,
+        resume="allow", save_dir=str(folder), offline=os.environ["WANDB_MODE"] == "offline",
+        tags=list(cfg.logger.tags), config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def fit(cfg: DictConfig) -> dict:
+    """Train (or resume) the experiment ``cfg``; returns the run summary (also in summary.json)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from chordkd.atomic import write_json, write_text
+    from chordkd.data.datamodule import ChordDataModule
+    from chordkd.training.checkpoint_io import AtomicCheckpointIO
+    from chordkd.training.config import config_hash, run_dir
+    from chordkd.training.distillation import SelectiveKD
+    from chordkd.training.student import StudentModule
+    from chordkd.training.validation import MirEvalValidation
+
+    folder = run_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    d = cfg.data
+    dm = ChordDataModule(
+        train=d.train, valid=d.valid, test=d.test, targets=d.targets,
+        teacher_cache=d.teacher_cache, vocabulary=cfg.vocabulary, window=d.window,
+        batch_size=d.batch_size, num_workers=d.num_workers, pitch_shift=d.pitch_shift,
+        seed=cfg.seed, strict=d.strict, stats_songs=d.stats_songs,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+
+    init_state = None
+    if cfg.init:
+        from chordkd.models.loading import load_model
+
+        loaded = load_model(cfg.init, expected_vocabulary=cfg.vocabulary)
+        init_state = loaded.model.state_dict()
+        mean, std = float(loaded.model.mean), float(loaded.model.std)
+    else:
+        mean, std = dm.feature_stats()
+
+    module = StudentModule(
+        student=cfg.student, size=cfg.model.size, vocabulary=cfg.vocabulary,
+        overrides=OmegaConf.to_container(cfg.model.overrides), mean=mean, std=std,
+        loss=OmegaConf.to_container(cfg.loss),
+        optim={**OmegaConf.to_container(cfg.optim), "monitor": cfg.checkpoint.monitor},
+        features=dm.settings.to_dict(),
+    )
+    if init_state is not None:
+        try:
+            module.model.load_state_dict(init_state)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"init checkpoint {cfg.init} does not fit student={cfg.student} "
+                f"size={cfg.model.size}: {str(e).splitlines()[0]}"
+            ) from None
+
+    ckpt_dir = folder / "checkpoints"
+    monitor, mode = cfg.checkpoint.monitor, cfg.checkpoint.mode
+    best_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+        save_last=True, enable_version_counter=False, auto_insert_metric_name=False,
+    )
+    callbacks = [MirEvalValidation(), best_cb]
+    if cfg.checkpoint.patience > 0:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.checkpoint.patience))
+    if cfg.kd.enabled:
+        callbacks.append(SelectiveKD(cfg.kd.alpha, cfg.kd.temperature, cfg.kd.rule, cfg.kd.theta))
+
+    t = cfg.trainer
+    trainer = L.Trainer(
+        default_root_dir=folder,
+        max_epochs=t.max_epochs, max_steps=t.max_steps, max_time=t.max_time,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, deterministic=t.deterministic,
+        gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=t.accumulate_grad_batches,
+        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
+        check_val_every_n_epoch=t.check_val_every_n_epoch, log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar, callbacks=callbacks,
+        logger=_logger(cfg, folder), plugins=[AtomicCheckpointIO()],
+        reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
+    )
+    ckpt_path = _resume_path(cfg, ckpt_dir)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+
+    best = best_cb.best_model_path or str(ckpt_dir / "last.ckpt")
+    summary = {
+        "name": cfg.name, "role": cfg.role, "student": cfg.student, "size": cfg.model.size,
+        "config_hash": config_hash(cfg), "run_dir": str(folder),
+        "best_checkpoint": best, "monitor": monitor,
+        "best_score": float(best_cb.best_model_score) if best_cb.best_model_score is not None else None,
+        "global_step": trainer.global_step, "epochs": trainer.current_epoch,
+        "skipped": dm.skipped,
+    }
+    if cfg.test and d.test and Path(best).is_file():
+        results = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
+        summary["test"] = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if trainer.is_global_zero:
+        write_json(folder / "summary.json", summary)
+    return summary
+
+
+def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
+    if cfg.resume == "never":
+        return None
+    if cfg.resume == "auto":
+        return str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else None
+    if cfg.resume == "last":
+        return str(ckpt_dir / "last.ckpt")
+    if not Path(cfg.resume).is_file():
+        raise ConfigError(f"config key 'resume': no checkpoint at {cfg.resume}")
+    return cfg.resume
