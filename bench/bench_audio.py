@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-FIXTURE_TEACHER = Path("/work/shared/fixtures/btc_official_format/checkpoint.pt")
+# the shared fixture folder sits beside the checkout (as in tests/conftest.py)
+FIXTURE_TEACHER = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "btc_official_format" / "checkpoint.pt"
 
 
 def make_tone_corpus(folder: Path, n_songs: int, seconds: float, sr: int = 22050) -> Path:

@@ -13,8 +13,8 @@ code computes it (matmul, additive -inf mask, softmax, matmul) with the
 from __future__ import annotations
 
 import argparse
+import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,14 +29,15 @@ FRAMES = 108
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def _median_seconds(step: Callable[[], object], repeats: int) -> float:
+def _fastest_seconds(step: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` timed runs: other processes only ever slow a run down."""
     step()  # warm-up: allocations, kernel selection
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def bench_student(name: str, size: str, batch: int, repeats: int) -> dict:
@@ -56,9 +57,9 @@ def bench_student(name: str, size: str, batch: int, repeats: int) -> dict:
         optimiser.step()
 
     net.eval()
-    infer_s = _median_seconds(infer, repeats)
+    infer_s = _fastest_seconds(infer, repeats)
     net.train()
-    train_s = _median_seconds(train, repeats)
+    train_s = _fastest_seconds(train, repeats)
     return {
         "name": name,
         "size": size,
@@ -82,8 +83,8 @@ def bench_attention(batch: int, repeats: int) -> dict:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
 
     max_diff = (official() - sdpa()).abs().max().item()
-    official_s = _median_seconds(official, repeats * 10)
-    sdpa_s = _median_seconds(sdpa, repeats * 10)
+    official_s = _fastest_seconds(official, repeats * 10)
+    sdpa_s = _fastest_seconds(sdpa, repeats * 10)
     return {
         "shape": [batch, heads, FRAMES, depth],
         "official_ms": official_s * 1e3,
@@ -100,6 +101,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # other processes on the machine skew every figure; record how busy it was
+    load_before = os.getloadavg()[0]
 
     rows = []
     for name in STUDENT_NAMES:
@@ -113,6 +116,8 @@ def main() -> None:
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": [load_before, os.getloadavg()[0]],
         "batch": args.batch,
         "frames": FRAMES,
         "students": rows,
@@ -120,6 +125,9 @@ def main() -> None:
     }
     lines = [
         f"# Student speed, CPU, {args.threads} threads, batch {args.batch} x {FRAMES} frames",
+        "",
+        f"{os.cpu_count()} CPUs; 1-minute load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after (figures are only comparable on an idle machine).",
         "",
         "| student | size | parameters | inference windows/s | training windows/s |",
         "|---|---|---:|---:|---:|",

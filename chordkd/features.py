@@ -153,5 +153,6 @@ class FeatureStats:
 
     @property
     def std(self) -> float:
-        var = self.total_sq / self.count - self.mean**2
+        mean = self.mean  # raises before the division when nothing was seen
+        var = self.total_sq / self.count - mean**2
         return math.sqrt(max(var, 1e-12))

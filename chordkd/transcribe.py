@@ -41,6 +41,7 @@ from chordkd.inference import song_logits
 log = logging.getLogger(__name__)
 
 AudioInput = str | os.PathLike | np.ndarray
+BTC_FEATURES = FeatureSettings()  # BTC's CQT settings, the default everywhere
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Transcription:
 
 
 @functools.lru_cache(maxsize=4)
-def front_end(settings: FeatureSettings = FeatureSettings(), device: str = "cpu") -> LogCQT:
+def front_end(settings: FeatureSettings = BTC_FEATURES, device: str = "cpu") -> LogCQT:
     """A ``LogCQT`` for ``settings`` on ``device``, built once (its kernels are ~38 MB)."""
     return LogCQT(settings).to(device).eval()
 
@@ -129,7 +130,7 @@ def transcribe_features(
     model: nn.Module,
     vocab: Vocabulary,
     duration: float,
-    settings: FeatureSettings = FeatureSettings(),
+    settings: FeatureSettings = BTC_FEATURES,
     smoothing: float | None = None,
 ) -> Transcription:
     """Model + decoding + intervals for one song's raw log-CQT ``[T, 144]``.
@@ -161,7 +162,7 @@ def transcribe_song(
 ) -> Transcription:
     """Like :func:`transcribe`, returning the frame classes too (a :class:`Transcription`)."""
     net, vocab, front = unpack_model(model, vocabulary, features)
-    front = front if front is not None else front_end(FeatureSettings(), str(model_device(net)))
+    front = front if front is not None else front_end(BTC_FEATURES, str(model_device(net)))
     settings = front.settings
     samples = audio_samples(audio, settings.sr)
     feats = log_cqt(samples, front, model_device(net))

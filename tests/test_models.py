@@ -180,6 +180,17 @@ def test_missing_mean_or_std_raises(tmp_path, tiny_btc_release) -> None:
         load_official_btc(tmp_path / "x.pt")
 
 
+@needs_fixture
+def test_fixture_loads_leaving_out_exactly_the_lstm_weights() -> None:
+    state = _fixture_state()
+    loaded = load_official_btc(FIXTURE / "checkpoint.pt").state_dict()
+    used = {key.removeprefix("net.") for key in loaded} - {"mean", "std"}
+    left_out = {key: tuple(state[key].shape) for key in set(state) - used}
+    assert left_out == official_lstm_shapes(128)
+    for key in used:
+        assert torch.equal(loaded[f"net.{key}"], state[key])
+
+
 def test_strict_loading_ignores_only_the_lstm_weights(tmp_path, tiny_btc_release) -> None:
     state = torch.load(tiny_btc_release, weights_only=True)["model"]
     lstm = official_lstm_shapes(32)
@@ -375,6 +386,16 @@ def test_gradients_reach_every_parameter(name: str) -> None:
     net = _small(name).train()
     net(torch.randn(2, 20, 144)).logsumexp(-1).mean().backward()
     assert [n for n, p in net.named_parameters() if p.grad is None] == []
+
+
+@pytest.mark.parametrize("name", STUDENT_NAMES)
+def test_students_export_with_a_dynamic_number_of_frames(name: str) -> None:
+    model = ChordModel(_small(name), mean=-5.0, std=2.0).eval()
+    frames = torch.export.Dim("frames", min=2, max=108)
+    exported = torch.export.export(model, (_raw(2, 108),), dynamic_shapes={"raw": {1: frames}})
+    raw = _raw(2, 45, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(raw), model(raw))
 
 
 # --- ChordModel --------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def plot_timeline(
     fig = Figure(figsize=(max(8.0, (end - start) / 4), 0.9 + 0.8 * len(rows)))
     ax = fig.add_subplot()
     min_text = (end - start) / 60  # seconds a bar needs to carry its label
-    for r, (name, intervals, labels) in enumerate(rows):
+    for r, (_, intervals, labels) in enumerate(rows):
         y = len(rows) - 1 - r
         seg, seg_labels = _clip(intervals, labels, start, end)
         ax.broken_barh(

@@ -281,14 +281,25 @@ def _model_meta(name: str, model: Any, vocab: Vocabulary, smoothing: float | Non
 # writing
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN floats replaced by None, so the file is standard JSON (null)."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def _pct(value: float) -> str:
     return "–" if value is None or math.isnan(value) else f"{100 * value:.2f}"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub Markdown table; the first column left-aligned, the others right-aligned."""
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
+    """A GitHub Markdown table; the first ``left`` columns left-aligned, the rest right-aligned."""
     lines = ["| " + " | ".join(map(str, header)) + " |",
-             "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+             "|" + "|".join([":---"] * left + ["---:"] * (len(header) - left)) + "|"]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -313,9 +324,9 @@ def write_report(result: EvaluationResult, out: Path, timeline: dict[str, Any] |
     summaries = {name: m.summary() for name, m in result.models.items()}
 
     files["overall.json"] = out / "overall.json"
-    write_json(files["overall.json"], result.overall_dict())
+    write_json(files["overall.json"], json_safe(result.overall_dict()))
     files["songs.json"] = out / "songs.json"
-    write_json(files["songs.json"], result.songs_dict())
+    write_json(files["songs.json"], json_safe(result.songs_dict()))
 
     overall_header = ["model", *METRICS, "mean", "acqa", "songs", "seconds"]
     overall_rows = [
@@ -360,14 +371,15 @@ def write_report(result: EvaluationResult, out: Path, timeline: dict[str, Any] |
 def _markdown(result, summaries, overall_rows, quality_rows, song_rows) -> str:
     present = [g for i, g in enumerate(PAPER_GROUPS)
                if any(m.quality.frames[i] > 0 for m in result.models.values())]
-    parts = ["# Chord recognition evaluation\n",
+    parts = ["# Chord recognition evaluation\n\n",
              "WCSR (mir_eval, pooled over songs by duration) and frame recall per reference "
              "quality (exact class) in percent; ACQA is the unweighted mean over the quality "
              "groups present. – means nothing comparable.\n"]
     parts.append("\n## Models\n\n" + markdown_table(
         ["model", "role", "student", "vocabulary", "decoding", "checkpoint"],
         [[n, s["meta"].get("role", ""), s["meta"].get("student", ""), s["meta"]["vocabulary"],
-          s["meta"]["decoding"], s["meta"].get("checkpoint", "")] for n, s in summaries.items()]))
+          s["meta"]["decoding"], s["meta"].get("checkpoint", "")] for n, s in summaries.items()],
+        left=6))
     parts.append("\n## Overall\n\n" + markdown_table(
         ["model", *METRICS, "mean", "ACQA", "songs", "hours"],
         [[r[0], *(_pct(v) for v in r[1:10]), r[10], f"{r[11] / 3600:.2f}"] for r in overall_rows]))
@@ -381,10 +393,11 @@ def _markdown(result, summaries, overall_rows, quality_rows, song_rows) -> str:
         parts.append(f"\n![timeline of {result.timeline_song}](timeline.png)\n")
     parts.append("\n## Songs\n\n" + markdown_table(
         ["model", "song", "seconds", *METRICS, "ACQA"],
-        [[r[0], r[1], f"{r[2]:.1f}", *(_pct(v) for v in r[3:])] for r in song_rows]))
+        [[r[0], r[1], f"{r[2]:.1f}", *(_pct(v) for v in r[3:])] for r in song_rows], left=2))
     if result.skipped:
         parts.append(f"\n## Skipped songs ({len(result.skipped)})\n\n" + markdown_table(
-            ["song", "reason"], [[s["id"], s["reason"].replace("|", "\\|")] for s in result.skipped]))
+            ["song", "reason"], [[s["id"], s["reason"].replace("|", "\\|")] for s in result.skipped],
+            left=2))
     return "".join(parts)
 
 

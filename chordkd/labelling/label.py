@@ -3,10 +3,12 @@
 Pipeline: a :class:`SongAudio` dataset decodes whole songs (``load_audio``) in DataLoader
 workers; :class:`TeacherLabeller` (a LightningModule holding the teacher and the ``LogCQT``
 front end, so both move to the device together) computes features on the device and runs
-whole-song inference through :func:`chordkd.inference.song_logits`: 108-frame windows that
+whole-song inference as :func:`chordkd.inference.song_logits` does it: 108-frame windows that
 overlap by half, each frame taking its logits from the window whose centre is nearest (so all
 frames but the song's outer quarter-windows see at least 27 frames of context on each side);
-it then takes the top-K logits and the log-partition on the device. :class:`CacheWriterCallback`
+it then takes the top-K log-probabilities and the log-partitions on the device. With
+``batch_size`` > 1 the windows of all songs in a batch share forward passes
+(:func:`songs_logits`), which matters on a GPU when songs are short. :class:`CacheWriterCallback`
 (a ``BasePredictionWriter``, one per rank) appends each song to the rank's shard and journal
 (``teacher_cache``); after a barrier, rank 0 folds the journals into the index and writes
 ``label_report.json``. The same command therefore runs on one CPU, several GPUs or nodes.
@@ -31,6 +33,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from chordkd.atomic import write_json
@@ -38,7 +41,7 @@ from chordkd.audio import load_audio
 from chordkd.data.manifest import Song, read_manifest
 from chordkd.errors import AudioError, ChordkdError
 from chordkd.features import FeatureSettings, LogCQT
-from chordkd.inference import song_logits
+from chordkd.inference import WINDOW, stitch, window_starts
 from chordkd.labelling.teacher_cache import (
     AudioFingerprint,
     CacheWriter,
@@ -53,6 +56,9 @@ log = logging.getLogger(__name__)
 # and mean KL(full || rebuilt) at T = 3 within 0.02 nats on a trained teacher
 # (bench/teacher_cache.py; figures in bench/out/teacher_cache.md).
 DEFAULT_TOPK = 8
+# The paper's KD temperature: caching logsumexp(logits / 3) makes the tempered mass of the
+# classes beyond the top K exact at that temperature (see rebuild_log_probs).
+TAIL_TEMPERATURE = 3.0
 REPORT_NAME = "label_report.json"
 _PART = "label-part-r{rank}.json"
 
@@ -129,35 +135,66 @@ def _as_list(batch: list[dict]) -> list[dict]:
 
 class TeacherLabeller(pl.LightningModule):
     """Teacher + front end. ``predict_step`` maps a list of songs to per-song dicts with
-    ``logz`` float32 ``[T]``, ``values`` float16 ``[T, K]`` and ``indices`` uint8 ``[T, K]``
+    ``logz`` float32 ``[T]``, ``values`` float16 ``[T, K]`` (log-probs, best first),
+    ``indices`` uint8 ``[T, K]``, ``logz_t`` float32 ``[T]`` or None
     (``indices`` None and ``values`` ``[T, C]`` when ``topk`` is 0), on the CPU."""
 
-    def __init__(self, model: torch.nn.Module, features: FeatureSettings, topk: int) -> None:
+    def __init__(self, model: torch.nn.Module, features: FeatureSettings, topk: int,
+                 tail_temperature: float | None = TAIL_TEMPERATURE) -> None:
         super().__init__()
         self.model = model.eval()
         self.cqt = LogCQT(features)
         self.topk = topk
+        self.tail_temperature = tail_temperature
 
     def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
+        good = [item for item in batch if item["error"] is None]
+        # features [T, 144] per song, float32 whatever the precision setting
+        feats = [self.cqt(item["waveform"].to(self.device)) for item in good]
+        logits_of = dict(zip((item["song"] for item in good), songs_logits(self.model, feats)))
         out = []
         for item in batch:
             if item["error"] is not None:
                 out.append(item)
                 continue
-            wave = item["waveform"].to(self.device)
-            feats = self.cqt(wave)  # [T, 144], float32 whatever the precision setting
-            logits = song_logits(self.model, feats).float()  # [T, C]
+            logits = logits_of[item["song"]]  # [T, C] float32
             n_classes = logits.shape[-1]
             logz = torch.logsumexp(logits, dim=-1)
+            log_probs = logits - logz.unsqueeze(-1)
+            logz_t = None
             if self.topk:
-                values, indices = logits.topk(min(self.topk, n_classes), dim=-1)
+                values, indices = log_probs.topk(min(self.topk, n_classes), dim=-1)
                 indices = indices.to(torch.uint8).cpu()
+                if self.tail_temperature:
+                    logz_t = torch.logsumexp(logits / self.tail_temperature, dim=-1).cpu()
             else:
-                values, indices = logits, None
-            out.append({**item, "waveform": None, "n_samples": int(wave.shape[0]),
-                        "n_classes": n_classes, "logz": logz.cpu(),
+                values, indices = log_probs, None
+            out.append({**item, "waveform": None, "n_samples": int(item["waveform"].shape[0]),
+                        "n_classes": n_classes, "logz": logz.cpu(), "logz_t": logz_t,
                         "values": values.half().cpu(), "indices": indices})
         return out
+
+
+def songs_logits(model: torch.nn.Module, features: list[torch.Tensor],
+                 batch_windows: int = 64) -> list[torch.Tensor]:
+    """:func:`chordkd.inference.song_logits` for several songs at once: ``[T_i, F]`` ->
+    ``[T_i, C]`` float32, with the windows of all songs sharing forward passes (songs shorter
+    than one window run together by length), which keeps a GPU busy on short songs."""
+    starts = [window_starts(f.shape[0]) for f in features]
+    widths = [min(WINDOW, f.shape[0]) for f in features]
+    out: list[torch.Tensor | None] = [None] * len(features)
+    for width in sorted(set(widths)):
+        members = [i for i, w in enumerate(widths) if w == width]
+        windows = torch.cat([torch.stack([features[i][s : s + width] for s in starts[i]])
+                             for i in members])  # [n_windows, width, F]
+        logits = torch.cat([model(windows[j : j + batch_windows])
+                            for j in range(0, len(windows), batch_windows)]).float()
+        pos = 0
+        for i in members:
+            n = len(starts[i])
+            out[i] = stitch(logits[pos : pos + n], starts[i], features[i].shape[0])
+            pos += n
+    return out
 
 
 class CacheWriterCallback(BasePredictionWriter):
@@ -182,11 +219,11 @@ class CacheWriterCallback(BasePredictionWriter):
         if trainer.is_global_zero and os.environ.get("CHORDKD_NO_PROGRESS") != "1":
             from tqdm.auto import tqdm
 
-            try:
-                total = len(trainer.predict_dataloaders.sampler)
-            except (AttributeError, TypeError):
-                total = None
-            self._bar = tqdm(total=total, unit="song", desc="labelling", dynamic_ncols=True)
+            # predict shards songs rank by rank without padding: this rank's share
+            n = len(trainer.predict_dataloaders.dataset)
+            total = len(range(trainer.global_rank, n, trainer.world_size))
+            desc = "labelling" + (f" (rank 0 of {trainer.world_size})" if trainer.world_size > 1 else "")
+            self._bar = tqdm(total=total, unit="song", desc=desc, dynamic_ncols=True)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
                            batch_idx, dataloader_idx=0) -> None:
@@ -203,6 +240,8 @@ class CacheWriterCallback(BasePredictionWriter):
                 None if song["indices"] is None else song["indices"].numpy(),
                 song["n_classes"], audio=AudioFingerprint(**song["fingerprint"]), teacher=r.teacher,
                 features=r.features,
+                logz_t=None if song["logz_t"] is None else song["logz_t"].numpy(),
+                tail_temperature=pl_module.tail_temperature,
             )
             r.labelled.append(song["song"])
             r.audio_seconds += song["n_samples"] / self.sr
@@ -270,13 +309,15 @@ def label_corpus(
     batch_size: int = 1,
     num_workers: int = 1,
     trainer_kwargs: dict | None = None,
+    tail_temperature: float | None = TAIL_TEMPERATURE,
 ) -> LabelReport:
     """Label ``songs`` (a list, a manifest or a folder) with the checkpoint ``teacher`` into
     the cache folder ``out``; returns the report (also written to ``out/label_report.json``).
 
-    ``topk`` 0 stores full logits. ``trainer_kwargs`` go to ``lightning.Trainer`` (devices,
-    accelerator, precision, strategy, ...). Raises ``AudioError`` on the first unreadable
-    file when ``strict``.
+    ``topk`` 0 stores full logits; ``tail_temperature`` (None: not cached) is the temperature
+    whose log-partition is cached beside the top-K logits. ``batch_size`` counts songs.
+    ``trainer_kwargs`` go to ``lightning.Trainer`` (devices, accelerator, precision,
+    strategy, ...). Raises ``AudioError`` on the first unreadable file when ``strict``.
     """
     from chordkd.models.loading import load_model
 
@@ -291,8 +332,9 @@ def label_corpus(
     report = LabelReport(str(out), file_sha1(teacher), features.fingerprint(), topk)
     todo, report.skipped = songs_to_label(songs, out, report.teacher, report.features)
     log.info("%d songs to label, %d already cached", len(todo), len(report.skipped))
-    if not todo:
+    if not todo:  # nothing to run, so no other rank exists: fold any journals of a killed job
         out.mkdir(parents=True, exist_ok=True)
+        consolidate(out)
         report.wall_seconds = time.perf_counter() - start
         write_json(out / REPORT_NAME, report.to_json())
         return report
@@ -304,7 +346,7 @@ def label_corpus(
     loader = DataLoader(SongAudio(todo, features.sr), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=_as_list,
                         persistent_workers=False)
-    module = TeacherLabeller(loaded.model, features, topk)
+    module = TeacherLabeller(loaded.model, features, topk, tail_temperature)
     trainer.predict(module, loader, return_predictions=False)  # runs under inference_mode
     if trainer.is_global_zero:
         return LabelReport.from_json(json.loads((out / REPORT_NAME).read_text(encoding="utf-8")))
@@ -317,6 +359,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="cache folder (created; reruns resume)")
     parser.add_argument("--topk", type=int, default=DEFAULT_TOPK,
                         help=f"logits kept per frame (default {DEFAULT_TOPK}; 0 = all)")
+    parser.add_argument("--tail-temperature", type=float, default=TAIL_TEMPERATURE,
+                        help="also cache logsumexp(logits / T) for this KD temperature "
+                             f"(default {TAIL_TEMPERATURE:g}; 0 = do not)")
     parser.add_argument("--strict", action="store_true", help="stop on the first unreadable file")
     parser.add_argument("--batch-size", type=int, default=1, help="songs per batch")
     parser.add_argument("--devices", default="auto", help="Lightning devices (e.g. 1, 4, auto)")
@@ -332,9 +377,11 @@ def run(args: argparse.Namespace) -> int:
     report = label_corpus(
         args.teacher, args.audio, args.out, topk=args.topk, strict=args.strict,
         batch_size=args.batch_size, num_workers=args.num_workers,
+        tail_temperature=args.tail_temperature or None,
         trainer_kwargs={"devices": devices, "accelerator": args.accelerator,
                         "strategy": args.strategy, "num_nodes": args.num_nodes,
                         "precision": args.precision},
     )
-    print(report.summary())
+    if rank_zero_only.rank == 0:  # every rank returns; the merged report is rank 0's
+        print(report.summary())
     return 0

@@ -13,24 +13,26 @@ aligned to 8 bytes. Kind ``"logits"`` holds, for a song of ``T`` frames and ``C`
 - ``logz``    float32 ``[T]``: log-partition ``logsumexp`` of each frame's full logit row;
 - ``logz_t``  float32 ``[T]``: the same for the row divided by ``tail_temperature`` (the KD
   temperature, 3 by default; optional), which makes the missing classes' tempered mass exact;
-- ``values``  float16 ``[T, K]``: the K largest logits per frame, best first;
+- ``values``  float16 ``[T, K]``: the K largest log-probabilities ``logits - logz`` per frame,
+  best first (float16 is most precise near 0, where the probable classes lie; a softmax
+  over them is the softmax over the logits, and ``values + logz`` are the logits);
 - ``indices`` uint8   ``[T, K]``: their class indices (K > 0 only).
 
-``K = 0`` stores full logits ``values`` float16 ``[T, C]`` (no indices). With ``logz`` the kept
-classes' probabilities ``exp(values - logz)`` are exact at temperature 1 (up to float16
-rounding of the logits) and the residual mass ``1 - sum(p_kept)`` is known, which is what
-:func:`rebuild_log_probs` spreads over the missing classes. Other kinds (e.g. per-song
-embeddings ``values`` float16 ``[T', D]``) go through the same machinery under their own
-``kind``. The index is JSON and the arrays raw bytes: nothing is ever unpickled.
+``K = 0`` stores all C log-probabilities ``values`` float16 ``[T, C]`` (no indices). The kept
+classes' probabilities ``exp(values)`` are exact at temperature 1 (up to float16 rounding)
+and the residual mass ``1 - sum(p_kept)`` is known, which is what :func:`rebuild_log_probs`
+spreads over the missing classes. Other kinds (e.g. per-song embeddings ``values``
+float16 ``[T', D]``) go through the same machinery under their own ``kind``. The index is JSON and the arrays raw bytes: nothing is ever unpickled.
 
 Crash safety (``kill -9`` at any moment): a writer appends a song's bytes to its own shard
 and fsyncs, *then* appends one JSON line naming the bytes and their blake2b checksum to its
 journal and fsyncs. A reader accepts a journal line only if it parses and the shard bytes it
 names exist and match the checksum, so a torn shard tail or a torn journal line is never
-taken for data. :func:`consolidate` (run by the labelling job at its start and end) folds the
-verified journals into ``index.json`` atomically, then removes them and any shard no entry
-refers to. When a song appears twice (relabelled after its audio changed), the later write
-(``written_at``) wins. One labelling job per cache folder at a time.
+taken for data. :func:`consolidate` (run by rank 0 at the end of a labelling job, and by a
+rerun that finds nothing to label) folds the verified journals into ``index.json``
+atomically, then removes them and any shard no entry refers to. When a song appears twice
+(relabelled after its audio changed), the later write (``written_at``, wall clock) wins.
+One labelling job per cache folder at a time.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ import json
 import logging
 import math
 import os
+import signal
+import sys
 import time
 import uuid
 from collections.abc import Iterable
@@ -61,6 +65,10 @@ INDEX_NAME = "index.json"
 LOGITS = "logits"
 ALIGN = 8
 DEFAULT_SHARD_BYTES = 1 << 30
+# Test hook for the kill -9 test: with this set to N, the writer stops after the shard bytes
+# of its (N+1)-th record are on disk and before their journal line, says so on stderr, and
+# waits for a signal, so a test can SIGKILL the real process at the worst moment.
+PAUSE_ENV = "CHORDKD_TEST_PAUSE_BEFORE_JOURNAL"
 # Plain numeric dtypes only: the format can never carry objects.
 _DTYPES = {"<f2": np.float16, "<f4": np.float32, "|u1": np.uint8, "<i8": np.int64}
 
@@ -68,11 +76,11 @@ _DTYPES = {"<f2": np.float16, "<f4": np.float32, "|u1": np.uint8, "<i8": np.int6
 class TeacherOutputs(NamedTuple):
     """One song's cached teacher outputs (memory-mapped, read-only).
 
-    ``values`` float16 ``[T, K]`` logits, best first (``K = C`` for a full-logit cache);
-    ``indices`` uint8 ``[T, K]`` their classes (``indices[:, 0]`` is the teacher's argmax, the
-    hard pseudo-label); ``logz`` float32 ``[T]`` log-partition of the full rows; ``logz_t``
-    float32 ``[T]`` log-partition of the rows divided by ``tail_temperature`` (None if not
-    cached). Pass all of them to :func:`rebuild_log_probs`.
+    ``values`` float16 ``[T, K]`` log-probabilities (logits - logz), best first (for a full
+    cache ``K = C`` in class order); ``indices`` uint8 ``[T, K]`` their classes; ``logz``
+    float32 ``[T]`` log-partition of the full rows; ``logz_t`` float32 ``[T]`` log-partition of
+    the rows divided by ``tail_temperature`` (None if not cached). Pass them all to
+    :func:`rebuild_log_probs`; :meth:`best_class` gives the hard pseudo-labels.
     """
 
     values: np.ndarray
@@ -80,6 +88,15 @@ class TeacherOutputs(NamedTuple):
     logz: np.ndarray
     logz_t: np.ndarray | None = None
     tail_temperature: float | None = None
+
+    def best_class(self) -> np.ndarray:
+        """The teacher's argmax class per frame, int64 ``[T]`` (stage 1's hard labels).
+
+        Top-K values are stored best first, so float16 ties resolve to the class the teacher
+        ranked first; for a full cache it is the argmax of the float16 values.
+        """
+        best = np.asarray(self.values).argmax(-1)[:, None]
+        return np.take_along_axis(np.asarray(self.indices), best, axis=1)[:, 0].astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -190,6 +207,8 @@ class CacheWriter:
         self._shard_no = -1
         self._shard = None
         self._journal = None
+        self._records = 0
+        self._pause_at = int(os.environ.get(PAUSE_ENV, "-1"))
 
     def _open_shard(self) -> None:
         if self._shard is not None:
@@ -214,6 +233,11 @@ class CacheWriter:
         self._shard.write(data)
         self._shard.flush()
         os.fsync(self._shard.fileno())
+        if self._records == self._pause_at:
+            print(f"{PAUSE_ENV}: paused before the journal line of {song!r}", file=sys.stderr,
+                  flush=True)
+            signal.pause()
+        self._records += 1
         entry = CacheEntry(
             song=song, kind=kind, shard=self._shard_name, offset=offset, nbytes=len(data),
             checksum=_checksum(data), arrays=layout, frames=int(frames), k=int(k),
@@ -233,8 +257,8 @@ class CacheWriter:
         n_classes: int, *, audio: AudioFingerprint, teacher: str, features: str,
         logz_t: np.ndarray | None = None, tail_temperature: float | None = None,
     ) -> CacheEntry:
-        """Append one song's top-K logits: ``logz`` float32 ``[T]``, ``values`` ``[T, K]`` best
-        first, ``indices`` ``[T, K]`` (None: ``values`` are the full ``[T, C]``), optionally
+        """Append one song's top-K: ``logz`` float32 ``[T]``, ``values`` ``[T, K]`` log-probs
+        (logits - logz) best first, ``indices`` ``[T, K]`` (None: ``values`` are the full ``[T, C]``), optionally
         ``logz_t`` ``[T]`` = logsumexp(logits / ``tail_temperature``)."""
         t = len(logz)
         arrays = {"logz": np.asarray(logz, np.float32)}
@@ -279,8 +303,15 @@ class _Shards:
         self.root = root
         self._maps: dict[str, np.ndarray] = {}
 
+    def __getstate__(self) -> dict:
+        # Pickling a memmap copies its bytes: a reader sent to spawned DataLoader workers
+        # reopens its maps there instead.
+        return {"root": self.root, "_maps": {}}
+
     def record(self, e: CacheEntry) -> np.ndarray | None:
         """The record's bytes ``uint8 [nbytes]``, or None if the shard is missing or too short."""
+        if Path(e.shard).name != e.shard or not e.shard.startswith("shard-"):
+            return None  # a record lives in a shard of this folder, nowhere else
         mm = self._maps.get(e.shard)
         if mm is None or len(mm) < e.offset + e.nbytes:  # reopen: a shard may have grown
             path = self.root / e.shard
@@ -475,55 +506,58 @@ def rebuild_log_probs(
     temperature: float = 1.0, logz_t: torch.Tensor | None = None,
     tail_temperature: float | None = None,
 ) -> torch.Tensor:
-    """Teacher log-probabilities ``[B, T, C]`` at ``temperature`` from cached top-K
-    ``values``/``indices`` ``[B, T, K]``, log-partition ``logz`` ``[B, T]`` and, when cached,
-    ``logz_t`` ``[B, T]`` = logsumexp(logits / ``tail_temperature``).
+    """Teacher log-probabilities ``[B, T, C]`` at ``temperature`` from cached top-K log-probs
+    ``values`` and classes ``indices`` ``[B, T, K]``, log-partition ``logz`` ``[B, T]`` and,
+    when cached, ``logz_t`` ``[B, T]`` = logsumexp(logits / ``tail_temperature``).
 
-    The kept classes keep their logits. The ``M = C - K`` missing ones share one logit, chosen
-    so that they carry the right total mass at the target temperature: let
-    ``A(b) = log sum_missing exp(b * l_i)`` (the missing classes' log-partition at inverse
-    temperature ``b``). The cache gives ``A(1) = logz + log(1 - sum p_kept)`` exactly, ``logz_t``
-    gives ``A(1 / tail_temperature)`` exactly, and ``A(0) = log M``. ``A`` is convex in ``b``,
-    so it is interpolated piecewise-linearly through those knots (extrapolated along the last
-    segment for T < 1) and each missing class gets the tempered logit ``A(1/T) - log M``.
+    The kept classes keep their log-probs ``u``. The ``M = C - K`` missing ones share one
+    value, chosen so that together they carry the right mass at the target temperature: let
+    ``A(b) = log sum_missing exp(b * u_i)`` (the missing classes' log-partition at inverse
+    temperature ``b``, in log-prob units). The cache gives ``A(1) = log(1 - sum exp(u_kept))``
+    exactly, ``logz_t`` gives ``A(1 / tail_temperature)`` exactly, and ``A(0) = log M``. ``A``
+    is convex in ``b``, so it is interpolated piecewise-linearly through those knots
+    (extrapolated along the last segment for T < 1), and each missing class gets the tempered
+    value ``A(1/T) - log M``.
 
     Hence: at T = 1 the kept probabilities are exact and the residual mass is spread uniformly
     (the maximum-entropy choice when nothing is known of the missing classes); at
-    ``T = tail_temperature`` the same holds for the tempered distribution; in between the
-    chord of a convex function slightly over-states the tail. Without ``logz_t`` this reduces
-    to the uniform-residual logit ``logz + log(r / M)`` divided by T, which over-states the
-    tempered tail badly for peaked teachers (measured in ``bench/teacher_cache.py``). The only
-    error left at the knots is the tail's shape (uniform vs. actual). ``K = C`` is exact.
+    ``T = tail_temperature`` the same holds for the tempered distribution; in between, the
+    chord of a convex function slightly over-states the tail. Without ``logz_t`` this is the
+    uniform-residual logit divided by T, which over-states the tempered tail badly for peaked
+    teachers (``bench/teacher_cache.py``). What remains at the knots is the tail's shape
+    (uniform vs. actual). ``K = C`` is exact up to float16 rounding.
     """
     beta = 1.0 / temperature
-    values = values.float()
-    logz = logz.float()
-    k = values.shape[-1]
+    u = values.float()
+    k = u.shape[-1]
     n_missing = n_classes - k
-    logits = torch.empty(*values.shape[:-1], n_classes, device=values.device)
+    out = torch.empty(*u.shape[:-1], n_classes, device=u.device)
     if n_missing > 0:
         log_m = math.log(n_missing)
-        knots = [(0.0, torch.full_like(logz, log_m)), (1.0, _tail_log_partition(values, logz, 1.0))]
+        zero = torch.zeros(u.shape[:-1], device=u.device)
+        knots = [(0.0, torch.full_like(zero, log_m)), (1.0, _tail_log_partition(u, zero, 1.0))]
         if logz_t is not None:
             if tail_temperature is None:
                 raise ValueError("logz_t needs its tail_temperature")
             b0 = 1.0 / tail_temperature
-            knots.append((b0, _tail_log_partition(values, logz_t.float(), b0)))
+            # the tempered log-partition in log-prob units: logsumexp(b0 * u) over all classes
+            c = logz_t.float() - b0 * logz.float()
+            knots.append((b0, _tail_log_partition(u, c, b0)))
         knots.sort(key=lambda kv: kv[0])
         seg = next((n for n in range(len(knots) - 1) if beta <= knots[n + 1][0]), len(knots) - 2)
         (b_lo, a_lo), (b_hi, a_hi) = knots[seg], knots[seg + 1]
         a_beta = a_lo + (beta - b_lo) * (a_hi - a_lo) / (b_hi - b_lo)
-        logits[:] = (a_beta - log_m).unsqueeze(-1)
-    logits.scatter_(-1, indices.long(), values * beta)
-    return torch.log_softmax(logits, dim=-1)
+        out[:] = (a_beta - log_m).unsqueeze(-1)
+    out.scatter_(-1, indices.long(), u * beta)
+    return torch.log_softmax(out, dim=-1)
 
 
-def _tail_log_partition(values: torch.Tensor, logz_b: torch.Tensor, beta: float) -> torch.Tensor:
-    """``log sum_missing exp(beta * l_i)`` from the kept logits and the full row's
-    ``logz_b = logsumexp(beta * l)``: ``logz_b + log(1 - sum_kept exp(beta * v - logz_b))``."""
-    kept = torch.exp(values * beta - logz_b.unsqueeze(-1)).sum(-1)
+def _tail_log_partition(u: torch.Tensor, c: torch.Tensor, beta: float) -> torch.Tensor:
+    """``log sum_missing exp(beta * u_i)`` from the kept ``u`` ``[..., K]`` and the whole
+    row's ``c = logsumexp(beta * u)`` ``[...]``: ``c + log(1 - sum_kept exp(beta * u - c))``."""
+    kept = torch.exp(u * beta - c.unsqueeze(-1)).sum(-1)
     # float16 rounding can push the kept mass to (or past) 1: keep a tiny residual.
-    return logz_b + torch.log((1.0 - kept).clamp_min(1e-12))
+    return c + torch.log((1.0 - kept).clamp_min(1e-12))
 
 
 def transpose_indices(indices: torch.Tensor | np.ndarray, index_map: np.ndarray):

@@ -21,7 +21,8 @@ from the official code because the released weights depend on them:
 
 Unlike the official code, the timing signal and the attention masks are computed for any
 number of frames, so the network runs on 108-frame training windows and on longer inputs
-alike. Attention uses ``scaled_dot_product_attention`` with boolean masks: the same numbers
+alike; the timing signal is precomputed for ``max_frames`` frames, which is also the longest
+input a ``torch.export`` with a dynamic frame count accepts. Attention uses ``scaled_dot_product_attention`` with boolean masks: the same numbers
 as the official matmul-softmax-matmul (to ~1e-6), about 4x faster on CPU.
 
 Hyperparameter names follow the official ``run_config.yaml`` (``hidden_size``,
@@ -60,13 +61,15 @@ def timing_signal(n_frames: int, channels: int) -> torch.Tensor:
     return signal.float()
 
 
-def direction_masks(n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+def direction_masks(
+    n_frames: int, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean attention masks ``[n_frames, n_frames]`` (True = may attend).
 
     The forward mask lets frame ``i`` see frames ``j <= i``; the backward mask ``j >= i``.
     """
-    forward = torch.ones(n_frames, n_frames, dtype=torch.bool).tril()
-    return forward, forward.T.contiguous()
+    allowed = torch.ones(n_frames, n_frames, dtype=torch.bool, device=device)
+    return allowed.tril(), allowed.triu()
 
 
 class LayerNorm(nn.Module):
@@ -227,24 +230,19 @@ class BidirectionalEncoder(nn.Module):
         )
         self.layer_norm = LayerNorm(hidden_size)
         self.input_dropout = nn.Dropout(input_dropout)
-        # Precomputed for training windows; not persistent, so not in the state_dict
-        # (as in the official checkpoints). Longer inputs compute their own.
-        forward_mask, backward_mask = direction_masks(max_frames)
+        # Precomputed for training windows (longer inputs compute their own); not
+        # persistent, so not in the state_dict, as in the official checkpoints.
         self.register_buffer(
             "timing_signal", timing_signal(max_frames, hidden_size), persistent=False
         )
-        self.register_buffer("forward_mask", forward_mask, persistent=False)
-        self.register_buffer("backward_mask", backward_mask, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n_frames = x.shape[1]
         if n_frames <= self.timing_signal.shape[0]:
             signal = self.timing_signal[:n_frames]
-            forward_mask = self.forward_mask[:n_frames, :n_frames]
-            backward_mask = self.backward_mask[:n_frames, :n_frames]
         else:
             signal = timing_signal(n_frames, self.timing_signal.shape[1]).to(x.device)
-            forward_mask, backward_mask = (m.to(x.device) for m in direction_masks(n_frames))
+        forward_mask, backward_mask = direction_masks(n_frames, x.device)
         x = self.embedding_proj(self.input_dropout(x)) + signal.to(x.dtype)
         for layer in self.self_attn_layers:
             x = layer(x, forward_mask, backward_mask)

@@ -293,7 +293,7 @@ def drums(rng: np.random.Generator, grid: Grid, first_beat: int, last_beat: int,
     kick, snare, hat = DRUM_PATTERNS[pattern]
     bar = first_beat - first_beat % 4
     while bar < last_beat:
-        for name, onsets, gain in (("kick", kick, 1.0), ("snare", snare, 0.8), ("hat", hat, 0.45)):
+        for name, onsets, gain in (("kick", kick, 0.7), ("snare", snare, 0.8), ("hat", hat, 0.4)):
             for o in onsets:
                 b = bar + o
                 if first_beat <= b < last_beat:

@@ -308,11 +308,11 @@ def _drum_samples(rng: np.random.Generator) -> list[np.ndarray]:
     t = _time(int(0.4 * SR))
     f_end = rng.uniform(45, 60)
     sweep = f_end + rng.uniform(80, 140) * np.exp(-t / 0.035)
-    kick = np.sin(TWO_PI * np.cumsum(sweep) / SR) * np.exp(-t / rng.uniform(0.12, 0.25))
+    kick = np.sin(TWO_PI * np.cumsum(sweep) / SR) * np.exp(-t / rng.uniform(0.07, 0.15))
     t = _time(int(0.3 * SR))
     noise = rng.standard_normal(len(t)).astype(np.float32)
     snare = (0.7 * np.diff(noise, prepend=0) * np.exp(-t / rng.uniform(0.06, 0.14))
-             + 0.5 * np.sin(TWO_PI * rng.uniform(170, 220) * t) * np.exp(-t / 0.06))
+             + 0.3 * np.sin(TWO_PI * rng.uniform(170, 220) * t) * np.exp(-t / 0.05))
     t = _time(int(0.12 * SR))
     noise = rng.standard_normal(len(t) + 2).astype(np.float32)
     hat = np.diff(noise, n=2)[: len(t)] * np.exp(-t / rng.uniform(0.015, 0.04))
@@ -338,7 +338,7 @@ def draw_mix(rng: np.random.Generator, melody_loud: bool) -> Mix:
     return Mix(
         part_gain=(rng.uniform(0.5, 0.8), rng.uniform(0.25, 0.4),
                    rng.uniform(0.45, 0.7) if melody_loud else rng.uniform(0.25, 0.4)),
-        drum_gain=rng.uniform(0.2, 0.45),
+        drum_gain=rng.uniform(0.1, 0.3),
         brightness=rng.uniform(0.15, 0.95),
         reverb_seconds=rng.uniform(0.3, 1.2),
         reverb_wet=rng.uniform(0.05, 0.3),
@@ -422,11 +422,6 @@ def _reverb(rng: np.random.Generator, dry: np.ndarray, rt60: float, wet: float) 
     ir /= np.sqrt((ir**2).sum()) + 1e-12
     tail = signal.oaconvolve(dry, ir)[: len(dry)].astype(np.float32)
     return dry + np.float32(wet) * tail
-
-
-def drum_arrays(onset: list[float], kind: list[int], velocity: list[float]) -> dict[str, np.ndarray]:
-    return {"onset": np.asarray(onset, dtype=np.float64), "kind": np.asarray(kind, dtype=np.int64),
-            "velocity": np.asarray(velocity, dtype=np.float64)}
 
 
 __all__ = ["DRUMS", "SR", "TIMBRES", "Mix", "Timbre", "draw_mix", "midi_to_hz", "render_builtin"]

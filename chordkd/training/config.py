@@ -136,7 +136,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     schema = OmegaConf.structured(ExperimentConfig)
     try:
         cfg = schema
+        required: set[str] = set()  # keys a YAML file marks ??? (must be given later)
         for layer in _yaml_chain(Path(path)) if path else []:
+            required |= OmegaConf.missing_keys(layer)
             cfg = OmegaConf.merge(cfg, layer)
         if overrides:
             bad = [o for o in overrides if "=" not in o]
@@ -144,7 +146,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
                 raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         OmegaConf.resolve(cfg)
-        missing = sorted(OmegaConf.missing_keys(cfg))
+        missing = sorted(OmegaConf.missing_keys(cfg) | {
+            k for k in required if OmegaConf.select(cfg, k, throw_on_missing=False) in (None, "???")
+        })
         if missing:
             raise ConfigError(f"config key '{missing[0]}' must be set (add {missing[0]}=...)")
     except OmegaConfBaseException as e:

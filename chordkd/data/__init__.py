@@ -1,0 +1,1 @@
+"""Corpora on disk (manifests), the decoded-audio cache and the Lightning data modules."""

@@ -1,0 +1,283 @@
+"""Lightning data modules: labelled audio (+ .lab) and unlabelled audio joined with a teacher.
+
+Both share one machinery: songs decoded once into a memory-mapped ``AudioCache``, random
+108-frame windows for training (``WindowDataset``), whole songs for validation and test, and
+the CQT computed on the device in ``on_after_batch_transfer`` (followed by the pitch shift of
+features, labels and cached teacher outputs together). Under DDP, Lightning wraps the
+samplers in a ``DistributedSampler``; validation metrics are de-duplicated by song id.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from chordkd.annotations import intervals_to_frames, read_annotation
+from chordkd.chords import get_vocabulary
+from chordkd.data.audio_cache import AudioCache, build_audio_cache
+from chordkd.data.datasets import CONTEXT, SongDataset, SongRecord, WindowDataset
+from chordkd.data.manifest import Song, read_manifest
+from chordkd.errors import ChordkdError
+from chordkd.features import FeatureSettings, FeatureStats, LogCQT, pitch_shift_cqt
+from chordkd.training.losses import IGNORE
+
+log = logging.getLogger(__name__)
+
+
+def cache_folder(source: str | Path) -> Path:
+    """Where a corpus's decoded audio is cached: ``<corpus folder>/.chordkd/audio``."""
+    p = Path(source)
+    return (p.parent if p.is_file() else p) / ".chordkd" / "audio"
+
+
+def load_songs(
+    source: str | Path,
+    settings: FeatureSettings,
+    vocabulary: str,
+    with_labels: bool,
+    strict: bool = False,
+    workers: int = 0,
+) -> tuple[list[SongRecord], AudioCache, dict[str, str]]:
+    """Decode a corpus into its audio cache and read its labels into per-frame classes.
+
+    Returns (usable songs, the audio cache, {song id: reason} for every skipped song). Bad
+    audio and bad annotations are skipped with a warning, or raise with ``strict``.
+    """
+    entries: list[Song] = read_manifest(source, require_labels=with_labels and strict)
+    audio = build_audio_cache(entries, cache_folder(source), sr=settings.sr, workers=workers,
+                              strict=strict)
+    skipped = dict(audio.failed)
+    vocab = get_vocabulary(vocabulary)
+    records = []
+    for s in entries:
+        if s.id not in audio:
+            continue
+        n = audio.length(s.id)
+        rec = SongRecord(id=s.id, n_samples=n, n_frames=settings.n_frames(n))
+        if with_labels:
+            if s.labels is None:
+                reason = f"{s.audio}: no label file"
+                if strict:
+                    raise ChordkdError(reason)
+                log.warning("skipping %s", reason)
+                skipped[s.id] = reason
+                continue
+            try:
+                intervals, names = read_annotation(s.labels)
+                rec.labels = intervals_to_frames(
+                    intervals, names, vocab, rec.n_frames, settings.hop, settings.sr
+                ).astype(np.int16)
+            except ChordkdError as e:
+                if strict:
+                    raise
+                msg = str(e) if str(s.labels) in str(e) else f"{s.labels}: {e}"
+                log.warning("skipping %s", msg)
+                skipped[s.id] = msg
+                continue
+            rec.intervals, rec.label_names = intervals, list(names)
+        records.append(rec)
+    if skipped:
+        log.warning("%s: %d bad songs skipped, %d used", source, len(skipped), len(records))
+    if not records:
+        raise ChordkdError(f"{source}: no usable songs")
+    return records, audio, skipped
+
+
+class ChordDataModule(L.LightningDataModule):
+    """Training windows from ``train``; whole songs from ``valid`` and ``test``.
+
+    Args:
+        train, valid, test: corpora (manifest CSV or folder; see ``chordkd.data.manifest``).
+        targets: ``"labels"`` (ground truth from .lab) or ``"teacher"`` (teacher argmax from
+            the cache; the training corpus needs no labels).
+        teacher_cache: folder written by ``chordkd label`` for the training songs; required
+            for ``targets="teacher"`` and for distillation callbacks.
+        window: frames per training window (BTC: 108).
+        pitch_shift: maximum random shift in semitones for training windows (0: off).
+    """
+
+    def __init__(
+        self,
+        train: str,
+        valid: str | None = None,
+        test: str | None = None,
+        targets: str = "labels",
+        teacher_cache: str | None = None,
+        vocabulary: str = "large",
+        window: int = 108,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pitch_shift: int = 5,
+        seed: int = 0,
+        strict: bool = False,
+        stats_songs: int = 64,
+        settings: FeatureSettings | None = None,
+    ) -> None:
+        super().__init__()
+        self.train_source, self.valid_source, self.test_source = train, valid, test
+        self.targets, self.teacher_cache_path = targets, teacher_cache
+        self.vocabulary = vocabulary
+        self.window, self.batch_size, self.num_workers = window, batch_size, num_workers
+        self.pitch_shift, self.seed, self.strict = pitch_shift, seed, strict
+        self.stats_songs = stats_songs
+        self.settings = settings or FeatureSettings()
+        self.cqt = LogCQT(self.settings)
+        self.vocab = get_vocabulary(vocabulary)
+        # [25, C]: row s + 12 maps class indices for a shift of s semitones (-12..12)
+        self._transpose = torch.stack(
+            [torch.from_numpy(self.vocab.transpose_index_map(s)) for s in range(-12, 13)]
+        )
+        self.teacher = None
+        self.skipped: dict[str, dict[str, str]] = {}
+        self._prepared: dict[str, tuple] = {}
+
+    # -- data ---------------------------------------------------------------------------
+    def _load(self, split: str, source: str, with_labels: bool):
+        if split not in self._prepared:
+            records, audio, skipped = load_songs(
+                source, self.settings, self.vocabulary, with_labels, self.strict,
+                workers=min(self.num_workers, 2),
+            )
+            self._prepared[split] = (records, audio)
+            self.skipped[split] = skipped
+        return self._prepared[split]
+
+    def prepare_data(self) -> None:
+        # Builds the audio caches once (rank 0); setup() on every rank then finds them built.
+        self._load("train", self.train_source, self.targets == "labels")
+        for split, src in (("valid", self.valid_source), ("test", self.test_source)):
+            if src:
+                self._load(split, src, True)
+
+    def setup(self, stage: str | None = None) -> None:
+        records, audio = self._load("train", self.train_source, self.targets == "labels")
+        if self.teacher_cache_path:
+            from chordkd.labelling.teacher_cache import TeacherCache
+
+            self.teacher = TeacherCache(self.teacher_cache_path)
+            records = self._join_teacher(records)
+        elif self.targets == "teacher":
+            raise ChordkdError("data.targets=teacher needs data.teacher_cache (run chordkd label)")
+        self.train_set = WindowDataset(
+            records, audio, self.settings, self.window, self.targets, self.teacher,
+            self.pitch_shift, self.seed,
+        )
+        self.val_set = self.test_set = None
+        if self.valid_source:
+            self.val_set = SongDataset(*self._load("valid", self.valid_source, True))
+        if self.test_source:
+            self.test_set = SongDataset(*self._load("test", self.test_source, True))
+
+    def _join_teacher(self, records: list[SongRecord]) -> list[SongRecord]:
+        kept = []
+        for r in records:
+            if r.id not in self.teacher:
+                msg = f"{self.teacher_cache_path}: no teacher output for song {r.id!r}"
+                if self.strict:
+                    raise ChordkdError(msg)
+                log.warning("skipping %s", msg)
+                self.skipped.setdefault("train", {})[r.id] = msg
+                continue
+            frames = self.teacher.frames(r.id)
+            if frames != r.n_frames:
+                raise ChordkdError(
+                    f"{self.teacher_cache_path}: song {r.id!r} has {frames} cached frames but "
+                    f"its audio gives {r.n_frames} (cache written with other audio or settings?)"
+                )
+            kept.append(r)
+        if self.teacher.n_classes != self.vocab.size:
+            raise ChordkdError(
+                f"{self.teacher_cache_path}: teacher has {self.teacher.n_classes} classes, "
+                f"vocabulary {self.vocabulary!r} has {self.vocab.size}"
+            )
+        return kept
+
+    def reference(self, split: str, index: int) -> SongRecord:
+        return self._prepared[split][0][index]
+
+    def feature_stats(self) -> tuple[float, float]:
+        """Scalar mean and std of log-CQT frames over (up to ``stats_songs``) training songs."""
+        records, audio = self._prepared["train"]
+        stats = FeatureStats()
+        rng = np.random.default_rng(self.seed)
+        pick = rng.permutation(len(records))[: self.stats_songs]
+        with torch.inference_mode():
+            for i in sorted(pick):
+                stats.update(self.cqt(torch.from_numpy(audio.samples(records[i].id))))
+        return stats.mean, stats.std
+
+    # -- loaders ------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        self.train_set.set_epoch(epoch)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return DataLoader(
+            self.train_set, batch_size=self.batch_size, shuffle=True, generator=g,
+            num_workers=self.num_workers, drop_last=False,
+            persistent_workers=False,
+        )
+
+    def _songs_loader(self, dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=_collate_song)
+
+    def val_dataloader(self):
+        return self._songs_loader(self.val_set) if self.val_set is not None else []
+
+    def test_dataloader(self):
+        return self._songs_loader(self.test_set) if self.test_set is not None else []
+
+    # -- on the device ------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        device = batch["audio"].device
+        if next(self.cqt.buffers()).device != device:
+            self.cqt.to(device)  # a DataModule is not an nn.Module: move the front end here
+        feats = self.cqt(batch["audio"])
+        if "shift" in batch:  # a training window: crop the context, apply the pitch shift
+            feats = feats[:, CONTEXT : CONTEXT + self.window]
+            shift = batch["shift"]
+            if bool((shift != 0).any()):
+                feats = pitch_shift_cqt(feats, shift, self.settings.bins_per_semitone)
+                table = self._transpose.to(device)[shift + 12]  # [B, C]
+                labels = batch["labels"]
+                valid = labels != IGNORE
+                batch["labels"] = torch.where(
+                    valid, table.gather(1, labels.clamp_min(0)), labels
+                )
+                if "teacher_indices" in batch:
+                    idx = batch["teacher_indices"]
+                    batch["teacher_indices"] = table.gather(1, idx.flatten(1)).view_as(idx)
+        batch["features"] = feats
+        del batch["audio"]
+        return batch
+
+
+def _collate_song(items: list[dict]) -> dict:
+    (item,) = items
+    return {
+        "audio": item["audio"][None],
+        "labels": item["labels"][None],
+        "song_id": item["song_id"],
+        "index": item["index"],
+    }
+
+
+class LabelledDataModule(ChordDataModule):
+    """Audio + .lab pairs: the supervised baseline and stage 2 (optionally with a teacher cache)."""
+
+    def __init__(self, train: str, **kwargs) -> None:
+        kwargs["targets"] = "labels"
+        super().__init__(train, **kwargs)
+
+
+class TeacherDataModule(ChordDataModule):
+    """Unlabelled audio joined with cached teacher outputs: stage 1 (pseudo-labels + KD)."""
+
+    def __init__(self, train: str, teacher_cache: str, **kwargs) -> None:
+        kwargs["targets"] = "teacher"
+        super().__init__(train, teacher_cache=teacher_cache, **kwargs)

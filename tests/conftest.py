@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny labelled corpora generated on the spot (no network, no real data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FIXTURE_BTC = SHARED / "fixtures" / "btc_official_format"
+
+# Pitch classes of the chords the tone corpus uses.
+TONE_CHORDS = {
+    "C:maj": (0, 4, 7), "A:min": (9, 0, 4), "F:maj": (5, 9, 0), "G:7": (7, 11, 2, 5),
+    "D:min": (2, 5, 9), "E:min": (4, 7, 11), "Bb:maj": (10, 2, 5), "F#:dim": (6, 9, 0),
+}
+
+
+def write_tone_corpus(folder: Path, songs: int, seconds: float, seed: int = 0,
+                      segment: float = 1.5, sr: int = 22050) -> Path:
+    """Songs of sustained chord tones (two octaves each, decaying) with matching .lab files.
+
+    Deliberately plain: the fixture for tests that need learnable, exactly-labelled audio in
+    a second. The realistic corpus is ``chordkd synth``.
+    """
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(TONE_CHORDS)
+    for i in range(songs):
+        rng = np.random.default_rng([seed, i])
+        n = int(seconds * sr)
+        y = 0.002 * rng.standard_normal(n)
+        lines, t0 = [], 0.0
+        while t0 < seconds - 1e-9:
+            t1 = min(t0 + segment, seconds)
+            name = names[rng.integers(len(names))]
+            a, b = int(round(t0 * sr)), int(round(t1 * sr))
+            tt = np.arange(b - a) / sr
+            for pc in TONE_CHORDS[name]:
+                for octave in (3, 4):
+                    f = 440.0 * 2 ** ((pc - 9) / 12 + octave - 4)
+                    y[a:b] += 0.08 * np.sin(2 * np.pi * f * tt) * np.exp(-tt * 1.2)
+            lines.append(f"{t0:.6f}\t{t1:.6f}\t{name}")
+            t0 = t1
+        sf.write(folder / f"tone_{i:03d}.wav", y.astype(np.float32), sr)
+        (folder / f"tone_{i:03d}.lab").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tone_corpus(tmp_path_factory) -> Path:
+    """Three 12-second labelled songs."""
+    return write_tone_corpus(tmp_path_factory.mktemp("tones"), songs=3, seconds=12.0)
+
+
+@pytest.fixture(scope="session")
+def fixture_btc() -> Path:
+    if not FIXTURE_BTC.is_dir():
+        pytest.skip(f"shared fixture folder {FIXTURE_BTC} is not present beside the checkout")
+    return FIXTURE_BTC
