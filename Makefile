@@ -1,4 +1,4 @@
-# chordkd: make help lists the targets.
+# chordkd: `make help` lists the targets. Every target reuses what is already done.
 SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
@@ -7,12 +7,19 @@ CHORDKD := $(BIN)/chordkd
 STUDENT ?= btc
 DATA ?= data/demo
 RUNS ?= runs
+ARGS ?=
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-fast lint bench clean
+# Where each stage's run lives (the folder is derived from the experiment config).
+run_dir = $$($(CHORDKD) fit experiments/$(1).yaml student=$(2) $(ARGS) --print-run-dir)
+TEACHER_CKPT = $(call run_dir,teacher,btc)/checkpoints/best.ckpt
+STAGE1_CKPT = $(call run_dir,stage1,$(STUDENT))/checkpoints/best.ckpt
+
+.PHONY: help install test test-fast lint synth teacher label stage1 stage2 baseline evaluate \
+        results demo bench clean
 
 help:  ## list targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(BIN)/chordkd: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +37,47 @@ test-fast: install  ## the suite without tests marked slow
 
 lint: install  ## ruff
 	$(BIN)/ruff check chordkd tests bench
+
+$(DATA)/test/manifest.csv: | install
+	$(CHORDKD) synth --preset demo --out $(DATA)
+
+synth: $(DATA)/test/manifest.csv  ## synthesise the demo corpus (teacher, pool, train, valid, test)
+
+teacher: synth  ## train the BTC teacher on the demo corpus's teacher part
+	$(CHORDKD) fit experiments/teacher.yaml $(ARGS)
+
+label: teacher  ## cache the teacher's logits on the unlabelled pool and the labelled train part
+	$(CHORDKD) label --teacher $(TEACHER_CKPT) --audio $(DATA)/pool --out $(RUNS)/teacher_cache/pool
+	$(CHORDKD) label --teacher $(TEACHER_CKPT) --audio $(DATA)/train --out $(RUNS)/teacher_cache/train
+
+stage1: label  ## stage 1: STUDENT=btc|2e1d learns from pseudo-labels alone
+	$(CHORDKD) fit experiments/stage1.yaml student=$(STUDENT) $(ARGS)
+
+stage2: stage1  ## stage 2: ground truth + selective KD, from the stage-1 student
+	$(CHORDKD) fit experiments/stage2.yaml student=$(STUDENT) init=$(STAGE1_CKPT) $(ARGS)
+
+baseline: synth  ## supervised-only baseline for STUDENT on the labelled train part
+	$(CHORDKD) fit experiments/baseline.yaml student=$(STUDENT) $(ARGS)
+
+evaluate: stage2 baseline  ## mir_eval report for teacher, baseline, stage 1 and stage 2 on the test part
+	$(CHORDKD) evaluate $(TEACHER_CKPT) --names teacher --roles teacher --student btc \
+	    --data $(DATA)/test --out $(RUNS)/eval/teacher
+	$(CHORDKD) evaluate $(call run_dir,baseline,$(STUDENT))/checkpoints/best.ckpt $(STAGE1_CKPT) \
+	    $(call run_dir,stage2,$(STUDENT) init=$(STAGE1_CKPT))/checkpoints/best.ckpt \
+	    --names baseline stage1 stage2 --roles baseline stage1 stage2 --student $(STUDENT) \
+	    --data $(DATA)/test --out $(RUNS)/eval/$(STUDENT)
+
+results:  ## assemble the paper-style results table from every evaluation under runs/
+	$(CHORDKD) results --runs $(RUNS)/eval --out $(RUNS)/results
+
+demo: evaluate  ## the whole pipeline for STUDENT on the demo corpus, then the results table
+	$(MAKE) --no-print-directory results
+
+bench: install  ## benchmarks: CQT, synthesis, labelling, cache fidelity -> bench/out/
+	$(BIN)/python bench/cqt_speed.py
+	$(BIN)/python bench/synth_speed.py
+	$(BIN)/python bench/teacher_cache.py
+	$(BIN)/python bench/labelling_speed.py
 
 clean:  ## remove runs and generated data (keeps .venv)
 	rm -rf $(RUNS) data bench/out

@@ -86,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default=str(FIXTURE_TEACHER))
     ap.add_argument("--audio", default=None, help="folder or manifest (default: generated tones)")
-    ap.add_argument("--minutes", type=float, default=6.0, help="generated audio, in minutes")
+    ap.add_argument("--minutes", type=float, default=8.0, help="generated audio, in minutes")
     ap.add_argument("--song-seconds", type=float, default=60.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default="32-true")
@@ -122,7 +122,7 @@ def main() -> None:
         "stage_x_real_time": {k: seconds / v for k, v in stages.items() if v > 0},
         "stages_x_real_time": seconds / sum(stages.values()),
     }
-    name = f"labelling_speed-{args.precision}-t{args.threads}"
+    name = f"labelling_speed-{args.precision}-t{args.threads}-b{args.batch_size}"
     write_json(out / f"{name}.json", result)
     md = [f"# Labelling throughput ({args.precision}, {args.threads} threads)", "",
           f"{seconds / 60:.1f} min of audio in {len(rep['labelled'])} songs, teacher "

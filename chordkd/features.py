@@ -65,8 +65,12 @@ class FeatureSettings:
 class LogCQT(nn.Module):
     """Waveform ``[batch, samples]`` (or ``[samples]``) -> log-CQT ``[batch, frames, n_bins]``.
 
-    Runs on the device of its buffers; move it with ``.to(device)`` like any module. The
-    kernels (144 x 32768 taps for BTC's settings, ~38 MB) are built once at construction.
+    The kernels and their librosa normalisation are nnAudio's (``CQT1992v2``, built once at
+    construction). nnAudio convolves every bin with a 32,768-tap kernel, most of it zero
+    padding: only the lowest bins need that length. Here the bins are convolved one octave at
+    a time with kernels trimmed to that octave's non-zero span, which gives nnAudio's output
+    (to float rounding; tested) with about 4x less arithmetic. Runs on the device of its
+    buffers; move it with ``.to(device)`` like any module.
     """
 
     def __init__(self, settings: FeatureSettings | None = None) -> None:
@@ -75,7 +79,7 @@ class LogCQT(nn.Module):
 
         self.settings = settings or FeatureSettings()
         s = self.settings
-        self.cqt = CQT1992v2(
+        cqt = CQT1992v2(
             sr=s.sr,
             hop_length=s.hop,
             fmin=s.fmin,
@@ -85,8 +89,22 @@ class LogCQT(nn.Module):
             output_format="Magnitude",
             verbose=False,
         )
-        for p in self.cqt.parameters():
-            p.requires_grad_(False)
+        self.kernel_width = int(cqt.kernel_width)
+        # nnAudio scales the conv output by sqrt(kernel length) ("librosa" normalisation);
+        # the scale is linear, so it is folded into the kernels here.
+        scale = torch.sqrt(cqt.lenghts.float())[:, None]
+        real = cqt.cqt_kernels_real[:, 0] * scale
+        imag = cqt.cqt_kernels_imag[:, 0] * scale
+        self.offsets: list[int] = []
+        self.group_sizes: list[int] = []
+        for i, lo in enumerate(range(0, s.n_bins, s.bins_per_octave)):
+            hi = min(lo + s.bins_per_octave, s.n_bins)
+            k = torch.cat([real[lo:hi], imag[lo:hi]])  # [2 * bins, width]
+            taps = (k != 0).any(dim=0).nonzero().flatten()
+            a, b = int(taps.min()), int(taps.max()) + 1
+            self.register_buffer(f"kernels{i}", k[:, a:b].unsqueeze(1).contiguous())
+            self.offsets.append(a)
+            self.group_sizes.append(hi - lo)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         squeeze = audio.dim() == 1
@@ -98,8 +116,16 @@ class LogCQT(nn.Module):
             # librosa's framing for these settings works on ceil(n / 2) samples at sr / 2.
             audio = nn.functional.pad(audio, (0, 1))
         with torch.autocast(device_type=audio.device.type, enabled=False):
-            mag = self.cqt(audio.float())  # [batch, bins, frames]
-            feats = torch.log(mag + LOG_EPS).transpose(1, 2).contiguous()
+            half = self.kernel_width // 2
+            x = nn.functional.pad(audio.float(), (half, half))[:, None]  # centred, zeros
+            n_frames = (x.shape[-1] - self.kernel_width) // self.settings.hop + 1
+            mags = []
+            for i, (offset, bins) in enumerate(zip(self.offsets, self.group_sizes)):
+                kernels = getattr(self, f"kernels{i}")
+                y = nn.functional.conv1d(x[..., offset:], kernels, stride=self.settings.hop)
+                y = y[..., :n_frames]
+                mags.append(torch.sqrt(y[:, :bins] ** 2 + y[:, bins:] ** 2))
+            feats = torch.log(torch.cat(mags, dim=1) + LOG_EPS).transpose(1, 2).contiguous()
         return feats[0] if squeeze else feats
 
 

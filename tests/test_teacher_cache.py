@@ -129,6 +129,25 @@ def test_entry_records_provenance(cache_dir):
     assert e.checksum.startswith("blake2b-128:")
 
 
+def test_cache_reports_its_class_count(cache_dir):
+    with CacheWriter(cache_dir) as w:
+        write_song(w, "a", logits_for(0))
+        write_song(w, "b", logits_for(1))
+    assert TeacherCache(cache_dir).n_classes == C
+
+
+def test_unreadable_index_raises_naming_the_file(cache_dir):
+    cache_dir.mkdir()
+    (cache_dir / "index.json").write_text('{"format": "chordkd-teacher-cache", "vers')
+    with pytest.raises(CacheError, match="index.json"):
+        TeacherCache(cache_dir)
+
+
+def test_missing_cache_folder_raises(tmp_path):
+    with pytest.raises(CacheError, match="no such teacher cache"):
+        TeacherCache(tmp_path / "nowhere")
+
+
 def test_missing_song_error_names_cache_and_song(cache_dir):
     with CacheWriter(cache_dir) as w:
         write_song(w, "a", logits_for(0))

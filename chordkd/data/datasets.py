@@ -108,9 +108,13 @@ class WindowDataset(Dataset):
                 teacher_indices=torch.from_numpy(indices),
                 teacher_logz=torch.from_numpy(logz),
             )
+            if out.logz_t is not None:  # the tempered log-partition, for exact KD tails
+                logz_t = np.zeros(w, dtype=np.float32)
+                logz_t[:n] = out.logz_t[f0 : f0 + n]
+                item["teacher_logz_t"] = torch.from_numpy(logz_t)
+                item["teacher_tail_temperature"] = torch.tensor(float(out.tail_temperature))
             if self.targets == "teacher":
-                top = values[:n].astype(np.float32).argmax(axis=1)
-                labels[:n] = indices[np.arange(n), top]
+                labels[:n] = out.best_class()[f0 : f0 + n]
         if self.targets == "labels":
             labels[:n] = song.labels[f0 : f0 + n]
         item["labels"] = torch.from_numpy(labels)

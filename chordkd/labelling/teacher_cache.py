@@ -302,11 +302,12 @@ class _Shards:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._maps: dict[str, np.ndarray] = {}
+        self._checked: set[tuple[str, int, str]] = set()
 
     def __getstate__(self) -> dict:
         # Pickling a memmap copies its bytes: a reader sent to spawned DataLoader workers
         # reopens its maps there instead.
-        return {"root": self.root, "_maps": {}}
+        return {"root": self.root, "_maps": {}, "_checked": set()}
 
     def record(self, e: CacheEntry) -> np.ndarray | None:
         """The record's bytes ``uint8 [nbytes]``, or None if the shard is missing or too short."""
@@ -325,9 +326,13 @@ class _Shards:
         return mm[e.offset : e.offset + e.nbytes]
 
     def verified(self, e: CacheEntry) -> np.ndarray | None:
+        """The record's bytes if they match its checksum (checked once per process: training
+        reads many windows of each song)."""
         rec = self.record(e)
-        if rec is None or _checksum(rec) != e.checksum:
+        key = (e.shard, e.offset, e.checksum)
+        if rec is None or (key not in self._checked and _checksum(rec) != e.checksum):
             return None
+        self._checked.add(key)
         return rec
 
 
@@ -440,6 +445,15 @@ class TeacherCache:
 
     def frames(self, song_id: str) -> int:
         return self.entry(song_id).frames
+
+    @property
+    def n_classes(self) -> int:
+        """The teacher's class count, shared by every song (CacheError if they differ)."""
+        counts = {e.n_classes for e in self._entries.values()}
+        if len(counts) != 1:
+            raise CacheError(f"{self.root}: songs disagree on the class count ({sorted(counts)})"
+                             if counts else f"{self.root}: the cache holds no songs")
+        return counts.pop()
 
     def arrays(self, song_id: str) -> dict[str, np.ndarray]:
         """The record's arrays by name, memory-mapped (read-only views into the shard)."""

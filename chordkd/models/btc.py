@@ -22,8 +22,9 @@ from the official code because the released weights depend on them:
 Unlike the official code, the timing signal and the attention masks are computed for any
 number of frames, so the network runs on 108-frame training windows and on longer inputs
 alike; the timing signal is precomputed for ``max_frames`` frames, which is also the longest
-input a ``torch.export`` with a dynamic frame count accepts. Attention uses ``scaled_dot_product_attention`` with boolean masks: the same numbers
-as the official matmul-softmax-matmul (to ~1e-6), about 4x faster on CPU.
+input a ``torch.export`` with a dynamic frame count accepts. Attention uses ``scaled_dot_product_attention`` with boolean masks, which gives the official
+matmul-softmax-matmul's numbers (to ~1e-6) and can use fused kernels where the device has
+them; ``bench/models_speed.py`` times both on CPU.
 
 Hyperparameter names follow the official ``run_config.yaml`` (``hidden_size``,
 ``total_key_depth``, ...), except ``n_classes`` (``num_chords``) and ``max_frames``

@@ -77,9 +77,11 @@ class SelectiveKD(L.Callback, LossTerm):
         from chordkd.labelling.teacher_cache import rebuild_log_probs
 
         t = self.temperature
+        tail_t = batch.get("teacher_tail_temperature")
         teacher_logp = rebuild_log_probs(
             batch["teacher_values"], batch["teacher_indices"], batch["teacher_logz"],
-            logits.shape[-1], temperature=t,
+            logits.shape[-1], temperature=t, logz_t=batch.get("teacher_logz_t"),
+            tail_temperature=float(tail_t[0]) if tail_t is not None else None,
         )
         labels = batch["labels"]
         valid = labels != IGNORE

@@ -64,9 +64,9 @@ def _logger(cfg: DictConfig, folder: Path):
     id_file = folder / "wandb_run_id.txt"
     run_id = id_file.read_text().strip() if id_file.is_file() else None
     if run_id is None:
-        import wandb.util
+        import uuid
 
-        run_id = wandb.util.generate_id()
+        run_id = uuid.uuid4().hex[:12]  # W&B accepts any [a-z0-9] id; kept for resumption
         from chordkd.atomic import write_text
 
         write_text(id_file, run_id + "\n")
@@ -93,6 +93,12 @@ def fit(cfg: DictConfig) -> dict:
     from chordkd.training.validation import MirEvalValidation
 
     folder = run_dir(cfg)
+    done = folder / "summary.json"
+    if cfg.resume == "auto" and done.is_file():
+        import json
+
+        log.info("%s is finished (summary.json); nothing to do (resume=never retrains)", folder)
+        return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -180,7 +186,7 @@ def fit(cfg: DictConfig) -> dict:
 
 def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
     if cfg.resume == "never":
-        return None
+        return None  # a fresh run; an existing last.ckpt in the folder is overwritten
     if cfg.resume == "auto":
         return str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else None
     if cfg.resume == "last":
