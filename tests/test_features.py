@@ -296,3 +296,16 @@ def test_feature_stats_without_frames_raise():
         _ = FeatureStats().mean
     with pytest.raises(ValueError, match="no frames"):
         _ = FeatureStats().std
+
+
+def test_trimmed_octave_kernels_give_nnaudios_output():
+    from nnAudio.features import CQT1992v2
+
+    s = FeatureSettings()
+    reference = CQT1992v2(sr=s.sr, hop_length=s.hop, fmin=s.fmin, n_bins=s.n_bins,
+                          bins_per_octave=s.bins_per_octave, pad_mode="constant", verbose=False)
+    audio = torch.randn(2, s.sr * 5, generator=torch.Generator().manual_seed(0)) * 0.1
+    ours = LogCQT(s)(audio)
+    theirs = torch.log(reference(audio) + LOG_EPS).transpose(1, 2)
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours.exp(), theirs.exp(), rtol=1e-4, atol=1e-4)
