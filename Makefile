@@ -8,6 +8,8 @@ STUDENT ?= btc
 DATA ?= data/demo
 RUNS ?= runs
 ARGS ?=
+ROUNDS ?= 3
+SIZES ?= small,base,large
 export WANDB_MODE ?= offline
 
 # Where each stage's run lives (the folder is derived from the experiment config).
@@ -16,7 +18,7 @@ TEACHER_CKPT = $(call run_dir,teacher,btc)/checkpoints/best.ckpt
 STAGE1_CKPT = $(call run_dir,stage1,$(STUDENT))/checkpoints/best.ckpt
 
 .PHONY: help install test test-fast lint synth teacher label stage1 stage2 baseline evaluate \
-        results demo bench clean
+        results demo feature-kd noisy-student bench clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -73,11 +75,23 @@ results:  ## assemble the paper-style results table from every evaluation under 
 demo: evaluate  ## the whole pipeline for STUDENT on the demo corpus, then the results table
 	$(MAKE) --no-print-directory results
 
-bench: install  ## benchmarks: CQT, synthesis, labelling, cache fidelity -> bench/out/
-	$(BIN)/python bench/cqt_speed.py
-	$(BIN)/python bench/synth_speed.py
-	$(BIN)/python bench/teacher_cache.py
-	$(BIN)/python bench/labelling_speed.py
+feature-kd: label  ## feature-space KD from the teacher's embeddings, alone and with logit KD, for STUDENT
+	$(CHORDKD) label --embeddings --teacher $(TEACHER_CKPT) --audio $(DATA)/train \
+	    --out $(RUNS)/teacher_cache/train_embeddings
+	$(CHORDKD) fit experiments/feature_kd.yaml student=$(STUDENT) $(ARGS)
+	$(CHORDKD) fit experiments/feature_logit_kd.yaml student=$(STUDENT) $(ARGS)
+	$(CHORDKD) evaluate $(call run_dir,feature_kd,$(STUDENT))/checkpoints/best.ckpt \
+	    $(call run_dir,feature_logit_kd,$(STUDENT))/checkpoints/best.ckpt \
+	    --names feature_kd feature_logit_kd --roles feature_kd feature_logit_kd --student $(STUDENT) \
+	    --data $(DATA)/test --out $(RUNS)/eval/$(STUDENT)-feature-kd
+
+noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES, each relabelling the pool
+	$(CHORDKD) noisy-student --config experiments/noisy_student.yaml --student $(STUDENT) \
+	    --rounds $(ROUNDS) --sizes $(SIZES) --teacher $(TEACHER_CKPT) \
+	    --teacher-cache $(RUNS)/teacher_cache/pool $(ARGS)
+
+bench: install  ## benchmarks: CQT, data path, labelling, teacher cache, training, scaling -> bench/results.{json,md}
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:  ## remove runs and generated data (keeps .venv)
 	rm -rf $(RUNS) data bench/out

@@ -1,6 +1,7 @@
 """LogCQT (nnAudio, torch) against librosa.cqt (BTC's front end): speed and agreement.
 
-Both transform the same 3 minutes of synthetic audio (2-s chords of harmonic notes over a
+nnAudio's own untrimmed ``CQT1992v2`` (the kernels LogCQT trims per octave) is timed
+alongside for reference. All three transform the same 3 minutes of synthetic audio (2-s chords of harmonic notes over a
 -50 dB noise floor, seeded) on the same CPU. Thread counts are pinned before numpy and torch
 are imported: ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS`` are set to
 ``--threads`` (default: all cores) and ``torch.set_num_threads`` likewise, so neither side gets
@@ -14,7 +15,8 @@ correlation of the log-magnitudes, median relative magnitude error).
 
     .venv/bin/python bench/cqt_speed.py [--threads N] [--seconds 180]
 
-Writes ``bench/out/cqt_speed.json`` and prints a one-line summary.
+Writes ``bench/out/cqt_speed.json`` and prints a one-line summary. ``bench/run_all.py`` calls
+:func:`measure` (also on a CUDA device when there is one; librosa always runs on the CPU).
 """
 
 from __future__ import annotations
@@ -101,22 +103,43 @@ def agreement(ours: np.ndarray, theirs: np.ndarray) -> dict[str, float]:
     }
 
 
-def main(args: argparse.Namespace) -> dict:
-    import librosa
+def _timed_on(device: torch.device, fn):
+    """``fn`` followed by a device synchronisation, so GPU timings cover the work itself."""
+    def run():
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+    return run
 
-    torch.set_num_threads(args.threads)
+
+def measure(seconds: float = 180.0, repeats: int = 3, device: str = "cpu") -> dict:
+    """LogCQT, nnAudio's untrimmed ``CQT1992v2`` and ``librosa.cqt`` (always on the CPU) on
+    the same audio; the torch front ends run on ``device``. Best of ``repeats`` after a
+    warm-up, as x real time, plus LogCQT's agreement with librosa."""
+    import librosa
+    from nnAudio.features import CQT1992v2
+
+    dev = torch.device(device)
     s = FeatureSettings()
-    audio = chord_audio(args.seconds, s.sr)
+    audio = chord_audio(seconds, s.sr)
     seconds = len(audio) / s.sr
 
     t0 = time.perf_counter()
-    front_end = LogCQT(s)
+    front_end = LogCQT(s).to(dev)
     build_s = time.perf_counter() - t0
-    wave = torch.from_numpy(audio)
+    reference = CQT1992v2(sr=s.sr, hop_length=s.hop, fmin=s.fmin, n_bins=s.n_bins,
+                          bins_per_octave=s.bins_per_octave, pad_mode="constant",
+                          output_format="Magnitude", verbose=False).to(dev)
+    wave = torch.from_numpy(audio).to(dev)
 
     def ours() -> np.ndarray:
         with torch.inference_mode():
-            return front_end(wave).numpy()
+            return front_end(wave).cpu().numpy()
+
+    def nnaudio() -> None:
+        with torch.inference_mode():
+            reference(wave[None])
 
     def theirs() -> np.ndarray:
         with warnings.catch_warnings():
@@ -131,38 +154,38 @@ def main(args: argparse.Namespace) -> dict:
             )
         return np.log(np.abs(c) + LOG_EPS).T
 
-    ours_s, ours_all, ours_first = best_of(ours, args.repeats)
-    theirs_s, theirs_all, theirs_first = best_of(theirs, args.repeats)
+    ours_s, ours_all, ours_first = best_of(_timed_on(dev, ours), repeats)
+    ref_s, ref_all, ref_first = best_of(_timed_on(dev, nnaudio), repeats)
+    theirs_s, theirs_all, theirs_first = best_of(theirs, repeats)
     a, b = ours(), theirs()
     if a.shape != b.shape:
         raise RuntimeError(f"frame counts differ: LogCQT {a.shape}, librosa {b.shape}")
 
-    result = {
+    def row(best: float, runs: list[float], first: float) -> dict:
+        return {"first_call_seconds": first, "best_seconds": best, "runs_seconds": runs,
+                "x_real_time": seconds / best}
+
+    return {
         "audio_seconds": seconds,
         "frames": a.shape[0],
-        "threads": args.threads,
+        "device": str(dev),
         "torch_num_threads": torch.get_num_threads(),
         "env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_1min": os.getloadavg()[0],
         "versions": {"torch": torch.__version__, "librosa": librosa.__version__, "numpy": np.__version__},
-        "logcqt": {
-            "build_seconds": build_s,
-            "first_call_seconds": ours_first,
-            "best_seconds": ours_s,
-            "runs_seconds": ours_all,
-            "x_real_time": seconds / ours_s,
-        },
-        "librosa_cqt": {
-            "first_call_seconds": theirs_first,
-            "best_seconds": theirs_s,
-            "runs_seconds": theirs_all,
-            "x_real_time": seconds / theirs_s,
-        },
+        "logcqt": {"build_seconds": build_s, **row(ours_s, ours_all, ours_first)},
+        "nnaudio_cqt1992v2": row(ref_s, ref_all, ref_first),
+        "librosa_cqt": {"device": "cpu", **row(theirs_s, theirs_all, theirs_first)},
         "speedup": theirs_s / ours_s,  # librosa time / LogCQT time; > 1 means LogCQT is faster
+        "speedup_over_nnaudio": ref_s / ours_s,
         "agreement_vs_librosa_defaults": agreement(a, b),
     }
+
+
+def main(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    result = {"threads": args.threads, "cpu": platform.processor() or platform.machine(),
+              "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
+              **measure(args.seconds, args.repeats)}
     write_json(args.out, result)
     return result
 
@@ -173,6 +196,7 @@ if __name__ == "__main__":
     print(
         f"cqt_speed: {r['audio_seconds']:.0f} s audio, {r['threads']} threads: "
         f"LogCQT {r['logcqt']['best_seconds']:.3f} s ({r['logcqt']['x_real_time']:.0f}x real time), "
+        f"nnAudio CQT1992v2 {r['nnaudio_cqt1992v2']['x_real_time']:.0f}x, "
         f"librosa.cqt {r['librosa_cqt']['best_seconds']:.3f} s ({r['librosa_cqt']['x_real_time']:.0f}x), "
         f"speedup (librosa time / LogCQT time) {r['speedup']:.2f}; argmax agreement {ag['argmax_agreement']:.4f}, "
         f"corr min/mean {ag['corr_min']:.3f}/{ag['corr_mean']:.3f} -> {ARGS.out}"

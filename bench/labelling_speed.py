@@ -60,7 +60,9 @@ def stage_times(teacher: str, audio: Path, precision: str) -> dict:
     return t
 
 
-def end_to_end(teacher: str, audio: Path, out: Path, args) -> tuple[dict, list[float]]:
+def end_to_end(teacher: str, audio: Path, out: Path, *, precision: str = "32-true",
+               batch_size: int = 1, num_workers: int = 1,
+               accelerator: str = "cpu") -> tuple[dict, list[float]]:
     """Run ``label_corpus`` into a fresh cache; returns its report and each batch's end time."""
     shutil.rmtree(out, ignore_errors=True)
     marks: list[float] = []
@@ -74,12 +76,42 @@ def end_to_end(teacher: str, audio: Path, out: Path, args) -> tuple[dict, list[f
     try:
         start = time.perf_counter()
         report = label_module.label_corpus(
-            teacher, audio, out, batch_size=args.batch_size, num_workers=args.num_workers,
-            trainer_kwargs={"accelerator": "cpu", "devices": 1, "precision": args.precision},
+            teacher, audio, out, batch_size=batch_size, num_workers=num_workers,
+            trainer_kwargs={"accelerator": accelerator, "devices": 1, "precision": precision},
         )
     finally:
         label_module.CacheWriterCallback.write_on_batch_end = original
     return {"report": report.to_json(), "start": start}, marks
+
+
+def measure(teacher: str, audio: Path, out: Path, *, precision: str = "32-true",
+            batch_size: int = 1, num_workers: int = 1, accelerator: str = "cpu",
+            stages: bool = True) -> dict:
+    """End-to-end and steady-state x real time of labelling ``audio`` into the fresh cache
+    ``out``, the cache's bytes per audio-hour, and (``stages``, CPU) the per-stage breakdown."""
+    run, marks = end_to_end(teacher, audio, out, precision=precision, batch_size=batch_size,
+                            num_workers=num_workers, accelerator=accelerator)
+    rep = run["report"]
+    seconds = rep["audio_seconds"]
+    per_song = seconds / max(len(rep["labelled"]), 1)
+    steady_audio = per_song * batch_size * (len(marks) - 1)
+    steady_x = steady_audio / (marks[-1] - marks[0]) if len(marks) > 1 else float("nan")
+    shard_bytes = sum(p.stat().st_size for p in Path(out).glob("shard-*"))
+    result = {
+        "teacher": teacher, "audio_seconds": seconds, "songs": len(rep["labelled"]),
+        "precision": precision, "batch_size": batch_size, "num_workers": num_workers,
+        "accelerator": accelerator, "threads": torch.get_num_threads(),
+        "end_to_end_wall_s": rep["wall_seconds"], "end_to_end_x_real_time": rep["x_real_time"],
+        "steady_state_x_real_time": steady_x,
+        "cache_bytes_per_audio_hour": shard_bytes / seconds * 3600,
+        "topk": rep["topk"],
+    }
+    if stages:
+        st = stage_times(teacher, audio, precision)
+        result.update(stage_seconds=st,
+                      stage_x_real_time={k: seconds / v for k, v in st.items() if v > 0},
+                      stages_x_real_time=seconds / sum(st.values()))
+    return result
 
 
 def main() -> None:
@@ -101,36 +133,22 @@ def main() -> None:
     audio = Path(args.audio) if args.audio else make_tone_corpus(
         out / f"speed_audio_{n_songs}x{args.song_seconds:g}s", n_songs, args.song_seconds)
     load_before = os.getloadavg()[0]
-
-    run, marks = end_to_end(args.teacher, audio, out / "speed_cache", args)
-    rep = run["report"]
-    seconds = rep["audio_seconds"]
-    per_song = seconds / max(len(rep["labelled"]), 1)
-    steady_audio = per_song * args.batch_size * (len(marks) - 1)
-    steady_x = steady_audio / (marks[-1] - marks[0]) if len(marks) > 1 else float("nan")
-    stages = stage_times(args.teacher, audio, args.precision)
+    result = measure(args.teacher, audio, out / "speed_cache", precision=args.precision,
+                     batch_size=args.batch_size, num_workers=args.num_workers)
     load_after = os.getloadavg()[0]
-
-    result = {
-        "teacher": args.teacher, "audio_seconds": seconds, "songs": len(rep["labelled"]),
-        "threads": args.threads, "precision": args.precision, "batch_size": args.batch_size,
-        "num_workers": args.num_workers, "cpu_count": os.cpu_count(),
-        "load_average_before": load_before, "load_average_after": load_after,
-        "end_to_end_wall_s": rep["wall_seconds"], "end_to_end_x_real_time": rep["x_real_time"],
-        "steady_state_x_real_time": steady_x,
-        "stage_seconds": stages,
-        "stage_x_real_time": {k: seconds / v for k, v in stages.items() if v > 0},
-        "stages_x_real_time": seconds / sum(stages.values()),
-    }
+    result.update(cpu_count=os.cpu_count(), load_average_before=load_before,
+                  load_average_after=load_after)
+    seconds = result["audio_seconds"]
     name = f"labelling_speed-{args.precision}-t{args.threads}-b{args.batch_size}"
     write_json(out / f"{name}.json", result)
     md = [f"# Labelling throughput ({args.precision}, {args.threads} threads)", "",
-          f"{seconds / 60:.1f} min of audio in {len(rep['labelled'])} songs, teacher "
+          f"{seconds / 60:.1f} min of audio in {result['songs']} songs, teacher "
           f"`{args.teacher}`; load average {load_before:.1f} before, {load_after:.1f} after "
           f"on {os.cpu_count()} CPUs", "",
           "| measure | x real time |", "|---|---|",
-          f"| end to end (incl. start-up, {rep['wall_seconds']:.1f} s) | {rep['x_real_time']:.0f} |",
-          f"| steady state (after the first song) | {steady_x:.0f} |",
+          f"| end to end (incl. start-up, {result['end_to_end_wall_s']:.1f} s) "
+          f"| {result['end_to_end_x_real_time']:.0f} |",
+          f"| steady state (after the first song) | {result['steady_state_x_real_time']:.0f} |",
           f"| stages alone, summed | {result['stages_x_real_time']:.0f} |"]
     md += [f"| stage: {k} | {v:.0f} |" for k, v in result["stage_x_real_time"].items()]
     write_text(out / f"{name}.md", "\n".join(md) + "\n")

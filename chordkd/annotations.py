@@ -14,6 +14,10 @@ Readers return intervals that are sorted, non-overlapping and cover ``[0, last e
 Anything else malformed raises ``AnnotationError`` whose message starts ``"{path}:{line}: "``
 (JAMS: ``"{path}: observation {k}: "``).
 
+Against its audio (``clip_to_audio``, applied wherever audio and annotation meet): labels past
+the audio's end are dropped; the tail of an annotation that ends early is N in frame targets
+(``intervals_to_frames``) and, as mir_eval scores over the reference's span, not scored.
+
 Frame convention (docs/architecture.md): frame ``i`` is centred at ``t_i = i * hop / sr``
 seconds, takes the label sounding at ``t_i``, and a decoded frame covers
 ``[t_i - dt/2, t_i + dt/2)`` with ``dt = hop / sr``.
@@ -34,6 +38,9 @@ from chordkd.chords import Vocabulary, validate_label
 from chordkd.errors import AnnotationError, ChordLabelError
 
 TOLERANCE = 1e-3  # seconds; boundaries closer than this are the same boundary
+# seconds of annotation past the audio's end worth a warning; decoders disagree on a file's
+# length by far less (MP3 encoder padding is a few hundredths of a second)
+OVERHANG_WARNING = 1.0
 _JAMS_NAMESPACES = ("chord", "chord_harte")
 
 Segment = tuple[float, float, str]
@@ -242,6 +249,39 @@ def read_annotation(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     if suffix == ".jams":
         return read_jams(path)
     raise AnnotationError(f"{path}: unknown annotation suffix {suffix!r} (use .lab, .txt, .jams)")
+
+
+def clip_to_audio(
+    intervals: np.ndarray, labels: Sequence[str], duration: float, source: str | os.PathLike = ""
+) -> tuple[np.ndarray, list[str]]:
+    """The annotation restricted to its audio, ``[0, duration]`` seconds.
+
+    Segments that start at or after ``duration`` are dropped and the last one kept ends at
+    ``duration``: labels for time the audio does not have are neither trained on nor scored
+    (mir_eval would score them against an N-padded estimate). An annotation that ends early is
+    returned as it is. More than ``OVERHANG_WARNING`` seconds cut off warns, naming ``source``:
+    the audio and the annotation may not belong together.
+
+    ``intervals``: sorted float ``[n, 2]`` seconds (as the readers return them). Raises
+    ``AnnotationError`` naming ``source`` if every segment starts after the audio ends.
+    """
+    intervals = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
+    if len(intervals) == 0 or intervals[-1, 1] <= duration:
+        return intervals, list(labels)
+    keep = intervals[:, 0] < duration
+    if not keep.any():
+        raise AnnotationError(
+            f"{source}: every segment starts after the audio ends ({duration:.3f} s)"
+        )
+    overhang = intervals[-1, 1] - duration
+    if overhang > OVERHANG_WARNING:
+        warnings.warn(
+            f"{source}: the annotation runs {overhang:.2f} s past the end of its audio "
+            f"({duration:.2f} s); the labels after the audio are ignored", stacklevel=2
+        )
+    clipped = intervals[keep].copy()
+    clipped[-1, 1] = duration
+    return clipped, [label for label, k in zip(labels, keep) if k]
 
 
 def intervals_to_frames(

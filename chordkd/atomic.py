@@ -51,10 +51,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> It
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     # Make the rename itself durable; not all filesystems allow opening a folder.
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)

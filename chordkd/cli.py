@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "results": ("chordkd.evaluation.results", "assemble the paper-style results table"),
     "transcribe": ("chordkd.transcribe", "write a .lab (or JAMS) per audio file"),
     "sweep": ("chordkd.training.sweep", "run a W&B sweep file locally and offline"),
+    "noisy-student": ("chordkd.training.noisy_student", "iterated noisy-student rounds with growing students"),
 }
 
 

@@ -27,7 +27,7 @@ def tiny_config(corpus: Path, runs: Path, *extra: str):
             "model.size=small", "data.batch_size=8", "data.pitch_shift=0",
             "optim.lr=3e-3", "optim.warmup_steps=0", "checkpoint.patience=0",
             f"runs_dir={runs}", "logger.kind=csv", "trainer.enable_progress_bar=false",
-            "trainer.deterministic=true", *extra,
+            "trainer.deterministic=true", "trainer.check_val_every_n_epoch=1", *extra,
         ],
     )
 
@@ -131,9 +131,13 @@ def test_each_student_overfits_three_short_songs(tone_corpus, tmp_path, student)
 
 @pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(tone_corpus, tmp_path):
-    whole = fit(tiny_config(tone_corpus, tmp_path, "trainer.max_epochs=2", f"run_dir={tmp_path}/a"))
-    fit(tiny_config(tone_corpus, tmp_path, "trainer.max_epochs=1", f"run_dir={tmp_path}/b"))
-    resumed = fit(tiny_config(tone_corpus, tmp_path, "trainer.max_epochs=2", f"run_dir={tmp_path}/b"))
+    # a constant learning rate, so stopping at epoch 1 does not change the schedule itself
+    common = ("optim.schedule=constant",)
+    whole = fit(tiny_config(tone_corpus, tmp_path, *common, "trainer.max_epochs=2",
+                            f"run_dir={tmp_path}/a"))
+    fit(tiny_config(tone_corpus, tmp_path, *common, "trainer.max_epochs=1", f"run_dir={tmp_path}/b"))
+    resumed = fit(tiny_config(tone_corpus, tmp_path, *common, "trainer.max_epochs=2",
+                              f"run_dir={tmp_path}/b", f"resume={tmp_path}/b/checkpoints/last.ckpt"))
     assert resumed["global_step"] == whole["global_step"] > 0
     a = torch.load(Path(tmp_path, "a/checkpoints/last.ckpt"), weights_only=True)["state_dict"]
     b = torch.load(Path(tmp_path, "b/checkpoints/last.ckpt"), weights_only=True)["state_dict"]

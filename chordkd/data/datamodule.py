@@ -10,17 +10,26 @@ samplers in a ``DistributedSampler``; validation metrics are de-duplicated by so
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
-from chordkd.annotations import intervals_to_frames, read_annotation
+from chordkd.annotations import clip_to_audio, intervals_to_frames, read_annotation
 from chordkd.chords import get_vocabulary
 from chordkd.data.audio_cache import AudioCache, build_audio_cache
-from chordkd.data.datasets import CONTEXT, SongDataset, SongRecord, WindowDataset
+from chordkd.data.datasets import (
+    CONTEXT,
+    SongDataset,
+    SongRecord,
+    SpecAugment,
+    WindowDataset,
+    apply_masks,
+    confident_fraction,
+)
 from chordkd.data.manifest import Song, read_manifest
 from chordkd.errors import ChordkdError
 from chordkd.features import FeatureSettings, FeatureStats, LogCQT, pitch_shift_cqt
@@ -68,7 +77,8 @@ def load_songs(
                 skipped[s.id] = reason
                 continue
             try:
-                intervals, names = read_annotation(s.labels)
+                intervals, names = clip_to_audio(*read_annotation(s.labels), n / settings.sr,
+                                                  s.labels)
                 rec.labels = intervals_to_frames(
                     intervals, names, vocab, rec.n_frames, settings.hop, settings.sr
                 ).astype(np.int16)
@@ -99,6 +109,9 @@ class ChordDataModule(L.LightningDataModule):
             for ``targets="teacher"`` and for distillation callbacks.
         window: frames per training window (BTC: 108).
         pitch_shift: maximum random shift in semitones for training windows (0: off).
+        noise: ``data.noise`` of the config (``NoiseConfig``): SpecAugment masks applied to
+            training windows after the pitch shift (``SpecAugment``), and ``min_confidence``,
+            below which a frame's teacher pseudo-label becomes ``IGNORE``. None: no noise.
     """
 
     def __init__(
@@ -117,6 +130,7 @@ class ChordDataModule(L.LightningDataModule):
         strict: bool = False,
         stats_songs: int = 64,
         settings: FeatureSettings | None = None,
+        noise: Mapping | None = None,
     ) -> None:
         super().__init__()
         self.train_source, self.valid_source, self.test_source = train, valid, test
@@ -126,6 +140,13 @@ class ChordDataModule(L.LightningDataModule):
         self.pitch_shift, self.seed, self.strict = pitch_shift, seed, strict
         self.stats_songs = stats_songs
         self.settings = settings or FeatureSettings()
+        noise = dict(noise or {})
+        self.min_confidence = float(noise.pop("min_confidence", 0.0))
+        if self.min_confidence > 0 and targets != "teacher":
+            raise ChordkdError("noise.min_confidence filters pseudo-labels: it needs targets='teacher'")
+        self.spec_augment = SpecAugment(**noise)
+        self.pseudo_labels_kept: float | None = None  # fraction of frames kept (targets=teacher)
+        self._kept_logged = False
         self.cqt = LogCQT(self.settings)
         self.vocab = get_vocabulary(vocabulary)
         # [25, C]: row s + 12 maps class indices for a shift of s semitones (-12..12)
@@ -165,13 +186,29 @@ class ChordDataModule(L.LightningDataModule):
             raise ChordkdError("data.targets=teacher needs data.teacher_cache (run chordkd label)")
         self.train_set = WindowDataset(
             records, audio, self.settings, self.window, self.targets, self.teacher,
-            self.pitch_shift, self.seed,
+            self.pitch_shift, self.seed, self.spec_augment, self.min_confidence,
         )
+        if self.targets == "teacher":
+            self._log_pseudo_labels_kept([r.id for r in records])
         self.val_set = self.test_set = None
         if self.valid_source:
             self.val_set = SongDataset(*self._load("valid", self.valid_source, True))
         if self.test_source:
             self.test_set = SongDataset(*self._load("test", self.test_source, True))
+
+    def _log_pseudo_labels_kept(self, song_ids: list[str]) -> None:
+        # setup() runs before the trainer exists (fit.py) and again inside trainer.fit:
+        # count once, send to the logger once it is there
+        if self.pseudo_labels_kept is None:
+            self.pseudo_labels_kept = confident_fraction(self.teacher, song_ids, self.min_confidence)
+            if self.min_confidence > 0:
+                log.info("pseudo-labels: %.1f%% of %s's frames have teacher confidence >= %g",
+                         100 * self.pseudo_labels_kept, self.train_source, self.min_confidence)
+        logger = self.trainer.logger if self.trainer is not None else None
+        if logger and not self._kept_logged:  # logger methods run on rank zero only
+            # a property of the run's data, not a time series (and a resumed run has no step 0)
+            logger.log_hyperparams({"data/pseudo_labels_kept": self.pseudo_labels_kept})
+            self._kept_logged = True
 
     def _join_teacher(self, records: list[SongRecord]) -> list[SongRecord]:
         kept = []
@@ -215,9 +252,14 @@ class ChordDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         self.train_set.set_epoch(epoch)
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        seed = self.seed * 100_003 + epoch
+        # The loader's own generator only seeds workers (items depend on (seed, epoch, index)
+        # alone); without one, each iteration would draw that seed from the global RNG and
+        # shift the dropout masks that follow.
         return DataLoader(
-            self.train_set, batch_size=self.batch_size, shuffle=True, generator=g,
+            self.train_set, batch_size=self.batch_size,
+            sampler=EpochPermutation(len(self.train_set), seed),
+            generator=torch.Generator().manual_seed(seed),
             num_workers=self.num_workers, drop_last=False,
             persistent_workers=False,
         )
@@ -238,7 +280,7 @@ class ChordDataModule(L.LightningDataModule):
         if next(self.cqt.buffers()).device != device:
             self.cqt.to(device)  # a DataModule is not an nn.Module: move the front end here
         feats = self.cqt(batch["audio"])
-        if "shift" in batch:  # a training window: crop the context, apply the pitch shift
+        if "shift" in batch:  # a training window: crop the context, pitch shift, then masks
             feats = feats[:, CONTEXT : CONTEXT + self.window]
             shift = batch["shift"]
             if bool((shift != 0).any()):
@@ -252,9 +294,31 @@ class ChordDataModule(L.LightningDataModule):
                 if "teacher_indices" in batch:
                     idx = batch["teacher_indices"]
                     batch["teacher_indices"] = table.gather(1, idx.flatten(1)).view_as(idx)
+            if "time_masks" in batch:  # after the shift, so a masked band stays where it is drawn
+                feats = apply_masks(feats, batch.pop("time_masks"), batch.pop("freq_masks"),
+                                    self.spec_augment.mask_value)
         batch["features"] = feats
         del batch["audio"]
         return batch
+
+
+class EpochPermutation(Sampler[int]):
+    """A shuffled order of ``n`` items that is a function of ``seed`` alone.
+
+    ``shuffle=True`` with a seeded generator draws a new order on every iteration of the
+    loader, and Lightning iterates a reloaded training loader twice before its first batch but
+    a resumed one once: a resumed run would see the epoch's windows in another order.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed)
+        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 def _collate_song(items: list[dict]) -> dict:

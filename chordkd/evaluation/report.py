@@ -21,7 +21,8 @@ mir_eval (``metrics.score_song``) and, frame by frame in the model's vocabulary,
 - ``estimates/<model>/<song>.lab``: every decoded estimate, so any number can be re-checked
   with ``mir_eval`` directly.
 
-A song whose audio or annotation cannot be read is skipped with a warning and listed with the
+Annotation past the end of the audio is ignored (``annotations.clip_to_audio``). A song whose
+audio or annotation cannot be read is skipped with a warning and listed with the
 reason (``--strict`` stops instead). Corpus figures pool seconds (WCSR) and frames (recall)
 over the songs evaluated.
 """
@@ -42,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from chordkd.annotations import intervals_to_frames, read_annotation, write_lab
+from chordkd.annotations import clip_to_audio, intervals_to_frames, read_annotation, write_lab
 from chordkd.atomic import write_json, write_text
 from chordkd.audio import load_audio
 from chordkd.chords import Vocabulary
@@ -257,7 +258,8 @@ def _read_song(song: Song, rates: set[int]) -> tuple[tuple[np.ndarray, list[str]
         raise ChordkdError(f"{song.audio}: song {song.id!r} has no annotation")
     reference = read_annotation(song.labels)
     samples = {sr: load_audio(song.audio, sr=sr) for sr in sorted(rates)}
-    return reference, samples
+    duration = min(len(x) / sr for sr, x in samples.items())
+    return clip_to_audio(*reference, duration, song.labels), samples
 
 
 def _model_meta(name: str, model: Any, vocab: Vocabulary, smoothing: float | None,

@@ -17,6 +17,10 @@ Reruns are incremental: a song already cached with the same teacher (sha1 of the
 file), the same feature settings and unchanged audio (``AudioFingerprint``) is skipped before
 any decoding; a song whose audio changed is relabelled and its new record supersedes the old.
 Unreadable audio is reported, not fatal, unless ``strict``.
+
+``--embeddings`` (or ``--embedding-module MODULE:FACTORY``) caches a teacher's last hidden layer
+or any module's embedding instead, with the same writer, resumption and report
+(:mod:`chordkd.labelling.embeddings`), for feature-space distillation.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class LabelReport:
     failed: list[dict] = field(default_factory=list)
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
+    kind: str = "logits"  # the cache record kind written: "logits" or "embeddings"
 
     @property
     def x_real_time(self) -> float:
@@ -237,14 +242,7 @@ class CacheWriterCallback(BasePredictionWriter):
                 log.warning("skipping unreadable audio: %s", song["error"])
                 r.failed.append({"song": song["song"], "audio": song["audio"], "error": song["error"]})
                 continue
-            self.writer.write_logits(
-                song["song"], song["logz"].numpy(), song["values"].numpy(),
-                None if song["indices"] is None else song["indices"].numpy(),
-                song["n_classes"], audio=AudioFingerprint(**song["fingerprint"]), teacher=r.teacher,
-                features=r.features,
-                logz_t=None if song["logz_t"] is None else song["logz_t"].numpy(),
-                tail_temperature=pl_module.tail_temperature,
-            )
+            self.write_song(song, pl_module)
             r.labelled.append(song["song"])
             r.audio_seconds += song["n_samples"] / self.sr
         if self._bar is not None:
@@ -252,6 +250,18 @@ class CacheWriterCallback(BasePredictionWriter):
             self._bar.update(len(prediction))
             self._bar.set_postfix(audio_h_per_s=f"{r.audio_seconds / 3600 / wall:.3f}",
                                   x_rt=f"{r.audio_seconds / wall:.0f}", refresh=False)
+
+    def write_song(self, song: dict, pl_module: pl.LightningModule) -> None:
+        """Append one predicted song to this rank's shard (subclasses write other kinds)."""
+        r = self.report
+        self.writer.write_logits(
+            song["song"], song["logz"].numpy(), song["values"].numpy(),
+            None if song["indices"] is None else song["indices"].numpy(),
+            song["n_classes"], audio=AudioFingerprint(**song["fingerprint"]), teacher=r.teacher,
+            features=r.features,
+            logz_t=None if song["logz_t"] is None else song["logz_t"].numpy(),
+            tail_temperature=pl_module.tail_temperature,
+        )
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close()
@@ -261,7 +271,8 @@ class CacheWriterCallback(BasePredictionWriter):
         trainer.strategy.barrier()
         if trainer.is_global_zero:
             consolidate(self.out)
-            merged = LabelReport(r.cache, r.teacher, r.features, r.topk, skipped=r.skipped)
+            merged = LabelReport(r.cache, r.teacher, r.features, r.topk, skipped=r.skipped,
+                                 kind=r.kind)
             for rank in range(trainer.world_size):
                 part_path = self.out / _PART.format(rank=rank)
                 part = json.loads(part_path.read_text(encoding="utf-8"))
@@ -285,12 +296,13 @@ class CacheWriterCallback(BasePredictionWriter):
 
 
 def songs_to_label(
-    songs: list[Song], out: Path, teacher: str, features: str
+    songs: list[Song], out: Path, teacher: str, features: str, kind: str = "logits"
 ) -> tuple[list[Song], list[str]]:
-    """Split ``songs`` into (to label, already cached by this teacher, settings and audio)."""
+    """Split ``songs`` into (to label, already cached as ``kind`` by this teacher, settings
+    and audio)."""
     if not (out / "index.json").is_file() and not any(out.glob("journal-*.jsonl")):
         return songs, []
-    cache = TeacherCache(out, verify=False)
+    cache = TeacherCache(out, kind=kind, verify=False)
     todo, skipped = [], []
     for song in songs:
         e = cache.entry(song.id) if song.id in cache else None
@@ -356,7 +368,14 @@ def label_corpus(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="teacher checkpoint (official BTC or chordkd)")
+    parser.add_argument("--teacher", help="teacher checkpoint (official BTC or chordkd)")
+    parser.add_argument("--embeddings", action="store_true",
+                        help="cache the teacher's last hidden layer [T, H] instead of its logits "
+                             "(feature-space KD; chordkd.labelling.embeddings)")
+    parser.add_argument("--embedding-module", metavar="MODULE:FACTORY",
+                        help="cache the embeddings of a torch module built by FACTORY() in "
+                             "MODULE (waveform [1, samples] at 22,050 Hz -> [T', D], frame "
+                             "period in its hop_seconds attribute); implies --embeddings")
     parser.add_argument("--audio", required=True, help="folder of audio files or a manifest.csv")
     parser.add_argument("--out", required=True, help="cache folder (created; reruns resume)")
     parser.add_argument("--topk", type=int, default=DEFAULT_TOPK,
@@ -376,6 +395,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    if args.embeddings or args.embedding_module:
+        from chordkd.labelling.embeddings import embed_corpus
+
+        report = embed_corpus(
+            args.audio, args.out, teacher=args.teacher, module=args.embedding_module,
+            strict=args.strict, batch_size=args.batch_size, num_workers=args.num_workers,
+            trainer_kwargs={"devices": devices, "accelerator": args.accelerator,
+                            "strategy": args.strategy, "num_nodes": args.num_nodes,
+                            "precision": args.precision},
+        )
+        if rank_zero_only.rank == 0:
+            print(report.summary())
+        return 0
+    if not args.teacher:
+        raise ChordkdError("--teacher is required (a chordkd checkpoint or an official BTC file)")
     report = label_corpus(
         args.teacher, args.audio, args.out, topk=args.topk, strict=args.strict,
         batch_size=args.batch_size, num_workers=args.num_workers,

@@ -54,7 +54,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from chordkd.atomic import _fsync_dir, write_json
+from chordkd.atomic import fsync_dir, write_json
 from chordkd.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ class CacheWriter:
         name = f"shard-{self.session}-{self._shard_no:04d}.bin"
         self._shard = open(self.root / name, "ab")
         self._shard_name = name
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def write(
         self, song: str, kind: str, arrays: dict[str, np.ndarray], *, frames: int, k: int,
@@ -246,7 +246,7 @@ class CacheWriter:
         )
         if self._journal is None:
             self._journal = open(self.root / f"journal-{self.session}.jsonl", "a", encoding="utf-8")
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         self._journal.write(json.dumps(entry.to_json(), separators=(",", ":")) + "\n")
         self._journal.flush()
         os.fsync(self._journal.fileno())

@@ -15,7 +15,7 @@ from pathlib import Path
 from chordkd.errors import CheckpointError
 from chordkd.features import FeatureSettings
 from chordkd.models import ChordModel
-from chordkd.models.official import _read, load_official_btc
+from chordkd.models.official import load_official_btc, read_checkpoint
 
 VOCABULARY_BY_CLASSES = {170: "large", 25: "majmin"}
 
@@ -38,7 +38,7 @@ def load_model(path: str | os.PathLike, expected_vocabulary: str | None = None) 
     and a vocabulary other than ``expected_vocabulary``.
     """
     path = Path(path)
-    ckpt = _read(path)
+    ckpt = read_checkpoint(path)
     if isinstance(ckpt, dict) and "chordkd" in ckpt:
         loaded = _from_chordkd(ckpt, path)
     elif isinstance(ckpt, dict) and {"model", "mean", "std"} <= set(ckpt):

@@ -88,7 +88,7 @@ def load_official_btc(
     from chordkd.models import ChordModel
 
     path = Path(path)
-    checkpoint = _read(path)
+    checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(
             f"{path}: expected a dict with 'model', 'mean' and 'std', "
@@ -170,7 +170,9 @@ def _numpy_scalar_globals() -> list[Any]:
     return allowed
 
 
-def _read(path: Path) -> Any:
+def read_checkpoint(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` of ``path``, with numpy scalars allowed; CheckpointError
+    naming the file for anything unreadable."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:

@@ -22,6 +22,23 @@ from chordkd.errors import ConfigError
 
 
 @dataclass
+class NoiseConfig:
+    """Input noise for training windows and pseudo-label filtering (the noisy student's data side).
+
+    SpecAugment-style masks (Park et al. 2019) are applied to the log-CQT of training windows
+    after the pitch shift; labels and teacher outputs are left as they are. Off by default.
+    """
+
+    time_masks: int = 0  # masks per window over whole frames; 0 = off
+    time_mask_width: int = 12  # max width in frames (each mask's width is uniform in 0..max)
+    freq_masks: int = 0  # masks per window over CQT bins; 0 = off
+    freq_mask_width: int = 12  # max width in CQT bins (2 bins per semitone)
+    mask_value: str = "mean"  # mean (the window's mean log-magnitude) | floor (log(1e-6), silence)
+    min_confidence: float = 0.0  # data.targets=teacher: frames whose teacher top probability is
+    #                              below this become IGNORE; 0 = keep every frame
+
+
+@dataclass
 class DataConfig:
     train: str = "data/demo/train"  # corpus: manifest CSV or folder (chordkd.data.manifest)
     valid: str | None = "data/demo/valid"
@@ -34,6 +51,7 @@ class DataConfig:
     pitch_shift: int = 5  # max random shift (semitones) of training windows; 0 = off
     strict: bool = False  # stop on the first bad file instead of skipping it
     stats_songs: int = 64  # songs used for the scalar mean/std normalisation
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # masks, pseudo-label confidence
 
 
 @dataclass
@@ -55,6 +73,15 @@ class KDConfig:
     temperature: float = 3.0
     rule: str = "paper"  # paper | threshold | agree | all
     theta: float = 0.9  # threshold rule only
+
+
+@dataclass
+class FeatureKDConfig:
+    enabled: bool = False
+    cache: str | None = None  # folder written by `chordkd label --embeddings` for data.train
+    loss: str = "distance_matrix"  # distance_matrix | cosine (cosine needs data.pitch_shift=0)
+    weight: float = 1.0  # loss += weight * feature term (chordkd.training.feature_kd)
+    layer: str = "last"  # last (the student's last hidden layer) | logits
 
 
 @dataclass
@@ -120,6 +147,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     kd: KDConfig = field(default_factory=KDConfig)
+    feature_kd: FeatureKDConfig = field(default_factory=FeatureKDConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -186,9 +214,12 @@ _CHOICES = {
     "student": ("btc", "2e1d"),
     "vocabulary": ("large", "majmin"),
     "data.targets": ("labels", "teacher"),
+    "data.noise.mask_value": ("mean", "floor"),
     "model.size": ("small", "base", "large"),
     "loss.name": ("focal", "ce"),
     "kd.rule": ("paper", "threshold", "agree", "all"),
+    "feature_kd.loss": ("distance_matrix", "cosine"),
+    "feature_kd.layer": ("last", "logits"),
     "optim.schedule": ("cosine", "plateau", "constant"),
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
     "checkpoint.mode": ("max", "min"),
@@ -202,23 +233,49 @@ def _check_choices(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(allowed)}")
+    noise = cfg.data.noise
+    for key in ("time_masks", "time_mask_width", "freq_masks", "freq_mask_width"):
+        if noise[key] < 0:
+            raise ConfigError(f"config key 'data.noise.{key}': {noise[key]} is negative")
+    if not 0 <= noise.min_confidence < 1:
+        raise ConfigError(f"config key 'data.noise.min_confidence': {noise.min_confidence} "
+                          "is not in [0, 1)")
+    if noise.min_confidence > 0 and cfg.data.targets != "teacher":
+        raise ConfigError("config key 'data.noise.min_confidence': filters pseudo-labels, "
+                          "so it needs data.targets=teacher")
     if not 0 <= cfg.kd.alpha <= 1:
         raise ConfigError(f"config key 'kd.alpha': {cfg.kd.alpha} is not in [0, 1]")
     if cfg.data.targets == "teacher" and not cfg.data.teacher_cache:
         raise ConfigError("config key 'data.teacher_cache': needed when data.targets=teacher")
     if cfg.kd.enabled and not cfg.data.teacher_cache:
         raise ConfigError("config key 'data.teacher_cache': needed when kd.enabled=true")
+    fkd = cfg.feature_kd
+    if fkd.enabled and not fkd.cache:
+        raise ConfigError("config key 'feature_kd.cache': needed when feature_kd.enabled=true "
+                          "(run `chordkd label --embeddings` on data.train)")
+    if not fkd.weight >= 0:
+        raise ConfigError(f"config key 'feature_kd.weight': {fkd.weight} is not >= 0")
+    if fkd.enabled and fkd.loss == "cosine" and cfg.data.pitch_shift:
+        raise ConfigError("config key 'data.pitch_shift': feature_kd.loss=cosine compares frames "
+                          "with embeddings of the unshifted audio; set data.pitch_shift=0")
+
+
+# Sections of features that are off by default: left out of the hash while at their defaults,
+# so adding such a feature to chordkd keeps existing run folders (and their checkpoints) valid.
+_HASHED_IF_CHANGED = ("data.noise", "feature_kd")
 
 
 def config_hash(cfg: DictConfig) -> str:
     """Short hash of everything that changes what is trained."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in _NOT_HASHED:
+    defaults = OmegaConf.to_container(OmegaConf.structured(ExperimentConfig))
+    for dotted in _NOT_HASHED + _HASHED_IF_CHANGED:
         *parents, leaf = dotted.split(".")
-        node = c
+        node, default = c, defaults
         for p in parents:
-            node = node.get(p, {})
-        node.pop(leaf, None)
+            node, default = node.get(p, {}), default.get(p, {})
+        if dotted in _NOT_HASHED or node.get(leaf) == default.get(leaf):
+            node.pop(leaf, None)
     return hashlib.sha1(json.dumps(c, sort_keys=True).encode()).hexdigest()[:8]
 
 

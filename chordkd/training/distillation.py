@@ -66,7 +66,7 @@ class SelectiveKD(L.Callback, LossTerm):
             raise ValueError(f"kd.temperature must be > 0, got {temperature}")
         self.alpha, self.temperature, self.rule, self.theta = alpha, temperature, rule, theta
 
-    def combine(self, module, batch, logits, loss, logs):
+    def combine(self, module, batch, logits, loss, logs, hidden=None):
         if "teacher_values" not in batch:
             raise RuntimeError(
                 "SelectiveKD needs teacher outputs in the batch: set data.teacher_cache "

@@ -2,7 +2,8 @@
 
 The run folder (``runs/<name>-<student>-<hash>``) holds the resolved ``config.yaml``,
 ``checkpoints/`` (``best.ckpt`` by the monitored metric, ``last.ckpt``), the logger's files and
-``summary.json`` (best checkpoint, its score, test metrics). Rerunning the same command finds
+``summary.json`` (best checkpoint, its score, test metrics, the songs each split used and the
+ones skipped, with the reason). Rerunning the same command finds
 the same folder and resumes from ``last.ckpt`` (global step, optimiser, scheduler, early
 stopping state, W&B run id); a finished run is not trained again.
 """
@@ -89,6 +90,7 @@ def fit(cfg: DictConfig) -> dict:
     from chordkd.training.checkpoint_io import AtomicCheckpointIO
     from chordkd.training.config import config_hash, run_dir
     from chordkd.training.distillation import SelectiveKD
+    from chordkd.training.seeding import EpochSeed
     from chordkd.training.student import StudentModule
     from chordkd.training.validation import MirEvalValidation
 
@@ -109,6 +111,7 @@ def fit(cfg: DictConfig) -> dict:
         teacher_cache=d.teacher_cache, vocabulary=cfg.vocabulary, window=d.window,
         batch_size=d.batch_size, num_workers=d.num_workers, pitch_shift=d.pitch_shift,
         seed=cfg.seed, strict=d.strict, stats_songs=d.stats_songs,
+        noise=OmegaConf.to_container(d.noise),
     )
     dm.prepare_data()
     dm.setup("fit")
@@ -143,15 +146,29 @@ def fit(cfg: DictConfig) -> dict:
     monitor, mode = cfg.checkpoint.monitor, cfg.checkpoint.mode
     best_cb = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-        save_last=True, enable_version_counter=False, auto_insert_metric_name=False,
+        enable_version_counter=False, auto_insert_metric_name=False,
     )
-    callbacks = [MirEvalValidation(), best_cb]
+    # last.ckpt after every epoch, whatever the monitor did: ModelCheckpoint(save_last=True)
+    # refreshes it only when a top-k file is saved, so a killed run would resume from its last
+    # improvement and a finished run's last.ckpt would not hold its final weights.
+    last_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+        save_on_train_epoch_end=True, enable_version_counter=False,
+    )
+    callbacks = [MirEvalValidation(), best_cb, last_cb, EpochSeed(cfg.seed)]
     if cfg.checkpoint.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.checkpoint.patience))
     if cfg.kd.enabled:
         callbacks.append(SelectiveKD(cfg.kd.alpha, cfg.kd.temperature, cfg.kd.rule, cfg.kd.theta))
+    if cfg.feature_kd.enabled:
+        from chordkd.training.feature_kd import FeatureKD
+
+        # after SelectiveKD, whose alpha mixes only the logit-KD and supervised terms
+        f = cfg.feature_kd
+        callbacks.append(FeatureKD(f.cache, f.loss, f.weight, f.layer))
 
     t = cfg.trainer
+    logger = _logger(cfg, folder)
     trainer = L.Trainer(
         default_root_dir=folder,
         max_epochs=t.max_epochs, max_steps=t.max_steps, max_time=t.max_time,
@@ -161,7 +178,7 @@ def fit(cfg: DictConfig) -> dict:
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         check_val_every_n_epoch=t.check_val_every_n_epoch, log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar, callbacks=callbacks,
-        logger=_logger(cfg, folder), plugins=[AtomicCheckpointIO()],
+        logger=logger, plugins=[AtomicCheckpointIO()],
         reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
     )
     ckpt_path = _resume_path(cfg, ckpt_dir)
@@ -175,12 +192,20 @@ def fit(cfg: DictConfig) -> dict:
         "best_score": float(best_cb.best_model_score) if best_cb.best_model_score is not None else None,
         "global_step": trainer.global_step, "epochs": trainer.current_epoch,
         "skipped": dm.skipped,
+        # songs each split used: with "skipped", every song of every corpus is accounted for
+        "songs": {split: len(ds.songs) for split, ds in
+                  (("train", dm.train_set), ("valid", dm.val_set), ("test", dm.test_set))
+                  if ds is not None},
     }
     if cfg.test and d.test and Path(best).is_file():
         results = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
         summary["test"] = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if trainer.is_global_zero:
         write_json(folder / "summary.json", summary)
+    if cfg.logger.kind == "wandb" and trainer.is_global_zero:
+        import wandb
+
+        wandb.finish()  # else the next fit in this process (a sweep) would log into this run
     return summary
 
 

@@ -22,11 +22,16 @@ CHECKPOINT_FORMAT = 1
 
 
 class LossTerm:
-    """Mixin for callbacks that add a loss term to the student's training step."""
+    """Mixin for callbacks that add a loss term to the student's training step.
+
+    ``combine`` gets the batch, the student's ``logits`` ``[B, W, C]`` and last hidden layer
+    ``hidden`` ``[B, W, H]`` (both from one ``forward_features`` pass), the loss so far and a
+    dict of scalars to log; it returns the new loss. Terms are combined in callback order.
+    """
 
     def combine(
         self, module: StudentModule, batch: dict, logits: torch.Tensor, loss: torch.Tensor,
-        logs: dict[str, torch.Tensor],
+        logs: dict[str, torch.Tensor], hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -75,13 +80,14 @@ class StudentModule(L.LightningModule):
 
     # -- steps --------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch["features"])
+        # one pass gives both: feature-space loss terms need the hidden layer at no extra cost
+        hidden, logits = self.model.forward_features(batch["features"])
         sup = supervised_loss(logits, batch["labels"], self.loss_cfg["name"], self.loss_cfg["gamma"])
         logs: dict[str, torch.Tensor] = {"train/sup_loss": sup.detach()}
         loss = sup
         for cb in self.trainer.callbacks if self._trainer is not None else []:
             if isinstance(cb, LossTerm):
-                loss = cb.combine(self, batch, logits, loss, logs)
+                loss = cb.combine(self, batch, logits, loss, logs, hidden=hidden)
         logs["train/loss"] = loss.detach()
         logs["train/frame_acc"] = frame_accuracy(logits.detach(), batch["labels"])
         bs = batch["features"].shape[0]

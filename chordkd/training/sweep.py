@@ -42,7 +42,7 @@ def load_sweep(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such sweep file")
-    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # keep ${env}, ${args...}
     method = spec.get("method")
     if method not in METHODS:
         raise ConfigError(f"{path}: field 'method' must be one of {', '.join(METHODS)} locally, got {method!r}")

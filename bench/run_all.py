@@ -1,0 +1,432 @@
+"""``make bench``: every figure users quote, measured side by side in one run.
+
+    .venv/bin/python bench/run_all.py            # ~6-10 min on 2 CPU cores
+    .venv/bin/python bench/run_all.py --quick    # smaller corpus and fewer repeats, ~3-4 min
+
+Writes ``bench/results.json`` and ``bench/results.md`` (small, meant to be committed) with the
+machine (CPU model, cores, threads used, torch version, load average before and after each
+section), the exact commands, and:
+
+1. CQT front end: ``LogCQT`` vs ``librosa.cqt`` vs nnAudio's untrimmed ``CQT1992v2``;
+2. the stage-1 data path: chordkd's cached path vs the online path (decode + librosa.cqt +
+   teacher forward) vs a BTC-base training step, interleaved in one process;
+3. labelling throughput with the BTC-base teacher and teacher-cache size and fidelity (K=8);
+4. training throughput and peak memory per student, fp32 and bf16-mixed (one process each);
+5. the cached data path at 1x, 4x and 16x corpus size (one process each).
+
+With a CUDA device the GPU path is measured too (CQT, data path, labelling and training with
+bf16-mixed, GPU utilisation during training); without one the report says it was not run.
+Scratch data (a ``chordkd synth`` corpus, its caches) lives under ``bench/out/run_all/``.
+Every number is the best of a few repeats after a warm-up: other processes only slow a run
+down. On a shared machine read them with the recorded load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller corpus, fewer repeats")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="CPU threads offered to torch, numpy and librosa (default: all cores)")
+    p.add_argument("--teacher", default=None,
+                   help="BTC-base teacher in the official format (default: the shared fixture)")
+    p.add_argument("--trained-teacher", default=None,
+                   help="trained teacher for cache fidelity (default: newest "
+                        "runs/teacher-*/checkpoints/best.ckpt, else --teacher)")
+    p.add_argument("--no-gpu", action="store_true", help="skip the GPU path even with CUDA")
+    p.add_argument("--out", default=None, help="folder for results.json/.md (default: bench/)")
+    return p.parse_args(argv)
+
+
+ARGS = _parse() if __name__ == "__main__" else None
+if ARGS is not None:
+    # Before numpy and torch load their BLAS/OpenMP runtimes; subprocesses inherit these.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(ARGS.threads)
+    os.environ["CHORDKD_NO_PROGRESS"] = "1"
+
+import logging  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(ROOT))
+
+import cqt_speed  # noqa: E402
+import data_path  # noqa: E402
+import labelling_speed  # noqa: E402
+import teacher_cache as teacher_cache_bench  # noqa: E402
+import training_speed  # noqa: E402
+from bench_audio import FIXTURE_TEACHER  # noqa: E402
+
+from chordkd.atomic import write_json, write_text  # noqa: E402
+
+SCALES = (1, 4, 16)
+STUDENTS = ("btc", "2e1d")
+TARGETS = {
+    "cqt_over_librosa": 20.0,
+    "cached_over_online": 10.0,
+    "cached_over_train_step": 2.0,
+    "labelling_x_real_time": 200.0,
+    "scaling_min_rate_ratio": 0.8,  # 16x windows/s at least this fraction of 1x windows/s
+    "scaling_rss_anon_growth_bytes": 256 * 2**20,  # resident heap, 16x minus 1x
+}
+
+
+# -- sizes -------------------------------------------------------------------------------
+def plan(quick: bool) -> dict:
+    """Sizes and repeats: full fits ~10 min on 2 loaded cores, quick about a third of that."""
+    if quick:
+        return {"songs": 4, "seconds": 30.0, "cqt_seconds": 60.0, "cqt_repeats": 2,
+                "rounds": 2, "cached_batches": 1, "online_batches": 1, "train_steps": 1,
+                "training_steps": 1, "scale_batches": 2, "scale_rounds": 2}
+    return {"songs": 8, "seconds": 40.0, "cqt_seconds": 180.0, "cqt_repeats": 3,
+            "rounds": 3, "cached_batches": 2, "online_batches": 1, "train_steps": 1,
+            "training_steps": 3, "scale_batches": 3, "scale_rounds": 3}
+
+
+# -- machine -----------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(threads: int) -> dict:
+    info = {
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads_used": threads,
+        "torch_num_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def timed_section(name: str, fn: Callable[[], dict]) -> dict:
+    """Run one section; record its wall time and the 1/5/15-minute load averages around it."""
+    print(f"[bench] {name} ...", flush=True)
+    before = os.getloadavg()
+    t0 = time.perf_counter()
+    result = fn()
+    result["section"] = {"wall_seconds": time.perf_counter() - t0,
+                         "load_average_before": list(before), "load_average_after": list(os.getloadavg())}
+    print(f"[bench] {name}: {result['section']['wall_seconds']:.0f} s, load "
+          f"{before[0]:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
+    return result
+
+
+def command(cmd: list[str]) -> str:
+    """A recorded command, with paths inside the checkout made relative to it."""
+    return " ".join(shlex.quote(c.replace(str(ROOT) + "/", "")) for c in cmd)
+
+
+# -- sections ----------------------------------------------------------------------------
+def section_cqt(p: dict, devices: list[str]) -> dict:
+    return {dev: cqt_speed.measure(p["cqt_seconds"], p["cqt_repeats"], device=dev) for dev in devices}
+
+
+def prepare_corpus(p: dict, scratch: Path, teacher: str, devices: list[str]) -> dict:
+    """The base corpus, its replicated 1x/4x/16x manifests, and the 16x corpus labelled by
+    the BTC-base teacher (the labelling measurement of section 3)."""
+    base, synth_cmd = data_path.synth_corpus(scratch / "corpus", p["songs"], p["seconds"])
+    manifests = {}
+    for n in SCALES:
+        manifests[n] = scratch / f"x{n}" / "manifest.csv"
+        data_path.replicate_manifest(base, manifests[n], n)
+    cache = scratch / "teacher_cache"
+    label_cmd = [sys.executable, "-m", "chordkd", "label", "--teacher", teacher, "--audio",
+                 str(manifests[max(SCALES)]), "--out", str(cache), "--batch-size", "1",
+                 "--num-workers", "1"]
+    runs = {"cpu": labelling_speed.measure(teacher, manifests[max(SCALES)], cache, precision="32-true")}
+    runs["cpu"]["stages_measured_on"] = "the 1x corpus"
+    if "cuda" in devices:
+        gpu_cache = scratch / "teacher_cache_gpu"
+        runs["cuda"] = labelling_speed.measure(teacher, manifests[max(SCALES)], gpu_cache,
+                                               precision="bf16-mixed", accelerator="gpu",
+                                               num_workers=4, stages=False)
+    return {"base": base, "manifests": manifests, "teacher_cache": cache, "labelling": runs,
+            "commands": {"synth": command(synth_cmd), "label (what the bench calls, as a CLI)":
+                         command(label_cmd)}}
+
+
+def section_labelling(p: dict, scratch: Path, teacher: str, trained: str, devices: list[str]) -> dict:
+    """Labelling throughput (on the 16x corpus, which the later sections read), the CPU stage
+    breakdown and cache fidelity (on the 1x corpus). ``corpus`` is for the later sections."""
+    corpus = prepare_corpus(p, scratch, teacher, devices)
+    runs = corpus["labelling"]
+    st = labelling_speed.stage_times(teacher, corpus["manifests"][1], "32-true")
+    logits, seconds, _ = teacher_cache_bench.teacher_logits(trained, str(corpus["manifests"][1]))
+    runs["cpu"].update(stage_seconds=st, stage_x_real_time={k: seconds / v for k, v in st.items() if v > 0})
+    fidelity = [teacher_cache_bench.measure(logits, seconds, k, tail) for k, tail in ((8, True), (0, False))]
+    return {"runs": runs, "corpus": corpus,
+            "fidelity": {"teacher": trained, "audio_seconds": seconds,
+                         "teacher_stats": teacher_cache_bench.distribution_stats(logits),
+                         "rows": fidelity}}
+
+
+def section_data_path(corpus: dict, p: dict, teacher: str, devices: list[str]) -> dict:
+    out = {}
+    for dev in devices:
+        out[dev] = data_path.compare(
+            corpus["manifests"][1], corpus["teacher_cache"], teacher, dev, batch_size=32,
+            rounds=p["rounds"], cached_batches=p["cached_batches"],
+            online_batches=p["online_batches"], train_steps=p["train_steps"],
+            num_workers=0 if dev == "cpu" else 4)
+    return out
+
+
+def section_training(p: dict, devices: list[str], threads: int) -> dict:
+    rows, cmds = [], []
+    for dev in devices:
+        for student in STUDENTS:
+            for precision in training_speed.PRECISIONS:
+                row, cmd = training_speed.measure_in_subprocess(
+                    student, "base", 32, precision, dev, p["training_steps"], threads)
+                rows.append(row)
+                cmds.append(command(cmd))
+                print(f"[bench]   {dev} {student} {precision}: {row['frames_per_second']:.0f} frames/s, "
+                      f"peak {row['peak_memory_bytes'] / 2**20:.0f} MiB", flush=True)
+    return {"rows": rows, "commands": cmds}
+
+
+def section_scaling(corpus: dict, p: dict, threads: int) -> dict:
+    rows, cmds = {}, []
+    for n in SCALES:
+        row, cmd = data_path.scale_in_subprocess(
+            corpus["manifests"][n], corpus["teacher_cache"], 32, p["scale_batches"], "cpu",
+            p["scale_rounds"], threads)
+        rows[n] = row
+        cmds.append(command(cmd))
+    rates = data_path.interleaved_rates(corpus["manifests"], corpus["teacher_cache"], 32,
+                                        p["scale_batches"], p["scale_rounds"], "cpu")
+    for n in SCALES:
+        rows[n]["windows_per_second_own_process"] = rows[n].pop("windows_per_second")
+        rows[n]["rounds_windows_per_second_own_process"] = rows[n].pop("rounds_windows_per_second")
+        rows[n].update(rates[n])
+    lo, hi = rows[min(SCALES)], rows[max(SCALES)]
+    return {
+        "replication": "each scale's manifest repeats the base corpus's rows under new song ids "
+                       "pointing at the same FLAC files; every id has its own audio-cache "
+                       "samples and teacher-cache record",
+        "rows": rows, "commands": cmds,
+        "rate_ratio_16x_over_1x": hi["windows_per_second"] / lo["windows_per_second"],
+        "rss_anon_16x_minus_1x_bytes": (hi["memory_bytes"]["after_batches"]["RssAnon"]
+                                        - lo["memory_bytes"]["after_batches"]["RssAnon"]),
+    }
+
+
+# -- verdicts ----------------------------------------------------------------------------
+def verdicts(r: dict) -> list[dict]:
+    cqt = r["cqt"]["cpu"]
+    dp = r["data_path"]["cpu"]
+    lab = r["labelling"]["runs"]["cpu"]
+    sc = r["scaling"]
+    rows = [
+        ("LogCQT >= 20x librosa.cqt (CPU, same threads)", cqt["speedup"], TARGETS["cqt_over_librosa"]),
+        ("stage-1 data path >= 10x the online path", dp["cached_over_online"], TARGETS["cached_over_online"]),
+        ("stage-1 data path >= 2x a BTC-base training step", dp["cached_over_train_step"],
+         TARGETS["cached_over_train_step"]),
+        ("labelling >= 200x real time (end to end)", lab["end_to_end_x_real_time"],
+         TARGETS["labelling_x_real_time"]),
+        ("data path per-hour cost flat 1x..16x (16x rate / 1x rate >= 0.8)", sc["rate_ratio_16x_over_1x"],
+         TARGETS["scaling_min_rate_ratio"]),
+    ]
+    out = [{"target": name, "measured": value, "threshold": thr, "holds": value >= thr}
+           for name, value, thr in rows]
+    growth = sc["rss_anon_16x_minus_1x_bytes"]
+    out.append({"target": "resident heap bounded 1x..16x (RssAnon growth <= 256 MiB)",
+                "measured": growth, "threshold": TARGETS["scaling_rss_anon_growth_bytes"],
+                "holds": growth <= TARGETS["scaling_rss_anon_growth_bytes"]})
+    return out
+
+
+# -- report ------------------------------------------------------------------------------
+def _load(sec: dict) -> str:
+    b, a = sec["load_average_before"][0], sec["load_average_after"][0]
+    return f"load {b:.1f} -> {a:.1f}, {sec['wall_seconds']:.0f} s"
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    mb = 2**20
+    lines = [
+        "# chordkd benchmarks (`make bench`)", "",
+        f"Measured {r['started']} by `{r['command']}`{' (quick)' if r['quick'] else ''}, "
+        f"{r['wall_seconds'] / 60:.1f} min in all.", "",
+        f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['threads_used']} threads used, torch "
+        f"{m['torch']}, Python {m['python']}. 1-minute load average {r['load_average_before'][0]:.2f} "
+        f"before, {r['load_average_after'][0]:.2f} after (other jobs share this machine: a load "
+        f"above the core count means every figure below is pessimistic).", "",
+        "GPU: " + (f"{m['gpu']}, measured (rows marked cuda)." if "cuda" in r["devices"]
+                   else "not run (torch.cuda.is_available() is False on this machine)."), "",
+        "## Targets", "",
+        "| target | measured | threshold | holds |", "|---|---:|---:|---|",
+    ]
+    for v in r["verdicts"]:
+        meas = (f"{v['measured'] / mb:.1f} MiB" if "RssAnon" in v["target"] else f"{v['measured']:.2f}")
+        thr = (f"{v['threshold'] / mb:.0f} MiB" if "RssAnon" in v["target"] else f"{v['threshold']:g}")
+        lines.append(f"| {v['target']} | {meas} | {thr} | {'yes' if v['holds'] else '**no**'} |")
+
+    lines += ["", f"## 1. CQT front end ({_load(r['cqt']['section'])})", "",
+              "| device | audio | LogCQT | nnAudio CQT1992v2 (untrimmed) | librosa.cqt (CPU) | LogCQT / librosa |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for dev in r["devices"]:
+        c = r["cqt"][dev]
+        lines.append(f"| {dev} | {c['audio_seconds']:.0f} s | {c['logcqt']['x_real_time']:.0f}x real time | "
+                     f"{c['nnaudio_cqt1992v2']['x_real_time']:.0f}x | {c['librosa_cqt']['x_real_time']:.0f}x | "
+                     f"{c['speedup']:.2f} |")
+    ag = r["cqt"]["cpu"]["agreement_vs_librosa_defaults"]
+    lines += ["", f"LogCQT vs librosa on this audio: argmax bin agreement {ag['argmax_agreement']:.4f}, "
+              f"median relative magnitude error {ag['rel_mag_err_median']:.4f}."]
+
+    lines += ["", f"## 2. Stage-1 data path ({_load(r['data_path']['section'])})", "",
+              "Batch 32 x 108 frames; rounds interleaved in one process, best round of each.", "",
+              "| device | path | windows/s | frames/s | one epoch over 1,000 h | time split |",
+              "|---|---|---:|---:|---:|---|"]
+    for dev in r["devices"]:
+        d = r["data_path"][dev]
+        for key, name in (("cached", "chordkd: TeacherDataModule + LogCQT on the device"),
+                          ("online", "online: soundfile + librosa.cqt per window, teacher per batch"),
+                          ("train_step", "BTC-base training step, fp32")):
+            row = d[key]
+            parts = ", ".join(f"{k.replace('_seconds', '')} {v:.2f} s" for k, v in row.get("parts", {}).items())
+            lines.append(f"| {dev} | {name} | {row['windows_per_second']:.1f} | {row['frames_per_second']:.0f} | "
+                         f"{row['epoch_hours_for_1000h']:.1f} h | {parts} |")
+        lines += ["", f"{dev}: cached / online **{d['cached_over_online']:.1f}x**, cached / training step "
+                  f"**{d['cached_over_train_step']:.1f}x**: a stage-1 epoch is bound by the "
+                  f"{d['stage1_epoch_bound_by']} ({d['windows_per_audio_hour']:.0f} windows per audio-hour).", ""]
+
+    lab = r["labelling"]
+    lines += [f"## 3. Labelling and the teacher cache ({_load(lab['section'])})", "",
+              "| device | precision | audio | end to end | steady state | cache bytes per audio-hour |",
+              "|---|---|---:|---:|---:|---:|"]
+    for dev, run in lab["runs"].items():
+        lines.append(f"| {dev} | {run['precision']} | {run['audio_seconds'] / 60:.0f} min | "
+                     f"{run['end_to_end_x_real_time']:.0f}x real time | {run['steady_state_x_real_time']:.0f}x | "
+                     f"{run['cache_bytes_per_audio_hour'] / 1e6:.2f} MB |")
+    st = lab["runs"]["cpu"]["stage_x_real_time"]
+    lines += ["", "CPU stages alone (x real time): " + ", ".join(f"{k} {v:.0f}x" for k, v in st.items()) + ".", "",
+              f"Fidelity of the cache, teacher `{lab['fidelity']['teacher']}` on "
+              f"{lab['fidelity']['audio_seconds'] / 60:.1f} min (mean top-1 probability "
+              f"{lab['fidelity']['teacher_stats']['mean_top1_prob_T1']:.3f}):", "",
+              "| K | bytes/frame | MB per audio-hour | argmax agreement | mean KL T=1 | mean KL T=3 |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for row in lab["fidelity"]["rows"]:
+        lines.append(f"| {row['k']}{' + logZ(T=3)' if row['tail_logz_T3'] else ''} | {row['bytes_per_frame']:.1f} | "
+                     f"{row['mb_per_audio_hour']:.2f} | {100 * row['argmax_agreement']:.2f}% | "
+                     f"{row['mean_kl_T1']:.1e} | {row['mean_kl_T3']:.1e} |")
+
+    tr = r["training"]
+    lines += ["", f"## 4. Training throughput and peak memory ({_load(tr['section'])})", "",
+              "Batch 32 x 108 frames, forward + focal loss + backward + AdamW; one process per row.", "",
+              "| device | student | precision | parameters | frames/s | windows/s | peak memory |",
+              "|---|---|---|---:|---:|---:|---:|"]
+    for row in tr["rows"]:
+        util = row.get("gpu_utilisation", {})
+        extra = f" (GPU busy {util['mean_percent']:.0f}%)" if "mean_percent" in util else ""
+        lines.append(f"| {row['device']} | {row['student']} | {row['precision']} | {row['parameters']:,} | "
+                     f"{row['frames_per_second']:.0f} | {row['windows_per_second']:.1f} | "
+                     f"{row['peak_memory_bytes'] / mb:.0f} MiB{extra} |")
+    lines += ["", "CPU memory: peak RSS after the steps minus peak RSS before the model was built "
+              "(`VmHWM`; `ru_maxrss` would carry the parent's peak across `exec`); CUDA: "
+              "`torch.cuda.max_memory_allocated`."]
+
+    sc = r["scaling"]
+    lines += ["", f"## 5. Scaling the corpus ({_load(sc['section'])})", "",
+              f"Corpora: {sc['replication']}. CPU, batch 32. Windows/s: all sizes interleaved "
+              "round by round in one process (best round); in brackets, each size alone in its "
+              "own process, where the memory figures come from.", "",
+              "| size | songs | audio | windows/s | audio cache per hour | teacher cache per hour "
+              "| RssAnon after batches | RssFile after batches | setup |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for n, row in sc["rows"].items():
+        mem = row["memory_bytes"]["after_batches"]
+        lines.append(f"| {n}x | {row['songs']} | {row['audio_hours'] * 60:.0f} min | {row['windows_per_second']:.1f} "
+                     f"({row['windows_per_second_own_process']:.1f}) | "
+                     f"{row['audio_cache_bytes_per_hour'] / 1e6:.0f} MB | {row['teacher_cache_bytes_per_hour'] / 1e6:.2f} MB | "
+                     f"{mem['RssAnon'] / mb:.0f} MiB | {mem['RssFile'] / mb:.0f} MiB | {row['setup_seconds']:.1f} s |")
+    lines += ["", "RssFile counts the memory-mapped caches' pages this process touched (reclaimable "
+              "page cache); RssAnon is the process's own heap.", "", "## Commands", "",
+              f"- `{r['command']}`"]
+    lines += [f"- {k}: `{v}`" for k, v in r["commands"].items()]
+    lines += [f"- `{c}`" for c in r["training"]["commands"] + r["scaling"]["commands"]]
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj.relative_to(ROOT)) if obj.is_relative_to(ROOT) else str(obj)
+    return obj
+
+
+def main(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    p = plan(args.quick)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_gpu else [])
+    teacher = args.teacher or str(FIXTURE_TEACHER)
+    trained = args.trained_teacher
+    if trained is None:
+        found = sorted(ROOT.glob("runs/teacher-*/checkpoints/best.ckpt"), key=lambda q: q.stat().st_mtime)
+        trained = str(found[-1]) if found else teacher
+    scratch = BENCH / "out" / "run_all"
+    out = Path(args.out) if args.out else BENCH
+
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    t0 = time.perf_counter()
+    load_before = os.getloadavg()
+    r: dict = {"started": started, "quick": args.quick, "plan": p, "devices": devices,
+               "command": command([Path(sys.executable).relative_to(ROOT).as_posix()
+                                   if Path(sys.executable).is_relative_to(ROOT) else sys.executable,
+                                   "bench/run_all.py", *sys.argv[1:]]),
+               "machine": machine(args.threads), "load_average_before": list(load_before),
+               "teacher": teacher, "trained_teacher": trained, "targets": TARGETS}
+    r["cqt"] = timed_section("1. CQT front end", lambda: section_cqt(p, devices))
+    # Section 3 runs before 2: its labelling run writes the teacher cache the data path reads.
+    r["labelling"] = timed_section("3. labelling and teacher cache",
+                                   lambda: section_labelling(p, scratch, teacher, trained, devices))
+    corpus = r["labelling"].pop("corpus")
+    r["commands"] = corpus["commands"]
+    r["data_path"] = timed_section("2. stage-1 data path", lambda: section_data_path(corpus, p, teacher, devices))
+    r["training"] = timed_section("4. training throughput", lambda: section_training(p, devices, args.threads))
+    r["scaling"] = timed_section("5. scaling 1x/4x/16x", lambda: section_scaling(corpus, p, args.threads))
+    r["verdicts"] = verdicts(r)
+    r["load_average_after"] = list(os.getloadavg())
+    r["wall_seconds"] = time.perf_counter() - t0
+    r = _jsonable(r)
+    write_json(out / "results.json", r)
+    write_text(out / "results.md", markdown(r))
+    print(markdown(r))
+    print(f"[bench] wrote {out / 'results.json'} and {out / 'results.md'}")
+    return r
+
+
+if __name__ == "__main__":
+    main(ARGS)
+    sys.exit(0)

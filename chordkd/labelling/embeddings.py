@@ -1,0 +1,337 @@
+"""Teacher embeddings for feature-space distillation: ``chordkd label --embeddings``.
+
+An *embedding* is one song's sequence of feature vectors ``[T', D]`` at its own frame period
+``hop_seconds``; frame ``j`` is centred at ``offset_seconds + j * hop_seconds`` seconds (chordkd's
+frame convention, in which ``offset_seconds`` is 0). Two sources:
+
+- a chordkd teacher (``--teacher CKPT``: a chordkd checkpoint or an official BTC file): the
+  network's last hidden layer (``ChordModel.forward_features``), computed on whole songs in the
+  same 108-frame windows, stitched by nearest window centre, as the logits are
+  (:func:`chordkd.inference.song_logits`). Its frames are chordkd's own (hop / sr = 0.0929 s,
+  offset 0), so ``T'`` is the song's frame count ``T``.
+- any torch module (``--embedding-module package.module:factory``): ``factory()`` returns an
+  ``nn.Module`` that maps a mono waveform ``[1, samples]`` float32 at 22,050 Hz to ``[T', D]``
+  (or ``[1, T', D]``) and has an attribute ``hop_seconds`` (its frame period, seconds) and
+  optionally ``offset_seconds`` (centre of its frame 0, default 0; a model whose frame ``j``
+  spans ``[j * hop, (j + 1) * hop)`` sets ``hop / 2``). The input is the waveform, not log-CQT,
+  so pretrained audio-embedding models plug in unchanged (resampling inside if they need).
+
+Embeddings are records of kind ``"embeddings"`` in the teacher-cache machinery
+(:mod:`chordkd.labelling.teacher_cache`): ``values`` float16 ``[T', D]``, with ``hop_seconds``,
+``offset_seconds``, ``dim`` and ``source`` in the entry's ``extra``. Writing is sharded,
+journaled and kill-safe, and a rerun skips the songs already embedded by the same source
+(checkpoint sha1, or the module's spec, code and weights) with unchanged audio, exactly as
+for logits. :class:`EmbeddingCache` reads them back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from chordkd.atomic import write_json
+from chordkd.audio import SAMPLE_RATE
+from chordkd.data.manifest import Song, read_manifest
+from chordkd.errors import CacheError, ChordkdError, ConfigError
+from chordkd.features import FeatureSettings, LogCQT
+from chordkd.labelling.label import (
+    REPORT_NAME,
+    CacheWriterCallback,
+    LabelReport,
+    SongAudio,
+    _as_list,
+    songs_logits,
+    songs_to_label,
+)
+from chordkd.labelling.teacher_cache import (
+    AudioFingerprint,
+    CacheEntry,
+    CacheWriter,
+    TeacherCache,
+    consolidate,
+    file_sha1,
+)
+from chordkd.models import ChordModel
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS = "embeddings"
+# The "features" fingerprint of a waveform module's records: its input is the raw waveform.
+WAVEFORM_INPUT = f"waveform-{SAMPLE_RATE}Hz"
+
+
+class HiddenLayer(nn.Module):
+    """A ``ChordModel`` seen through its last hidden layer: raw log-CQT ``[B, T, 144]`` ->
+    ``[B, T, H]`` (so the windowing of :func:`songs_logits` applies unchanged)."""
+
+    def __init__(self, model: ChordModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(raw)[0]
+
+
+class TeacherHidden(nn.Module):
+    """Waveforms -> a chordkd model's last hidden layer ``[T, H]`` per song, on chordkd's frames."""
+
+    def __init__(self, model: ChordModel, features: FeatureSettings) -> None:
+        super().__init__()
+        self.cqt = LogCQT(features)
+        self.hidden = HiddenLayer(model.eval())
+        self.hop_seconds = features.frame_seconds
+        self.offset_seconds = 0.0
+        self.description = f"teacher last hidden layer ({type(model.net).__name__})"
+
+    def embed(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``[n_samples]`` float32 per song -> ``[T, H]`` float32 per song."""
+        return songs_logits(self.hidden, [self.cqt(w) for w in waveforms])
+
+
+class WaveformEmbedding(nn.Module):
+    """A user module mapping a waveform ``[1, samples]`` at 22,050 Hz to ``[T', D]``."""
+
+    def __init__(self, module: nn.Module, spec: str) -> None:
+        super().__init__()
+        self.module = module.eval()
+        self.spec = spec
+        self.hop_seconds = _positive_seconds(getattr(module, "hop_seconds", None), spec, "hop_seconds")
+        self.offset_seconds = float(getattr(module, "offset_seconds", 0.0))
+        if not math.isfinite(self.offset_seconds):
+            raise ConfigError(f"--embedding-module {spec}: offset_seconds must be finite")
+        self.description = f"module {spec}"
+
+    def embed(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = []
+        for w in waveforms:
+            e = self.module(w[None].float())
+            if e.dim() == 3 and e.shape[0] == 1:
+                e = e[0]
+            if e.dim() != 2 or e.shape[0] == 0:
+                raise ChordkdError(f"--embedding-module {self.spec}: returned shape "
+                                   f"{tuple(e.shape)} for {w.shape[0]} samples; expected [T', D]")
+            out.append(e.float())
+        return out
+
+
+def _positive_seconds(value, spec: str, name: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"--embedding-module {spec}: the module needs an attribute {name} "
+                          f"(its frame period in seconds, > 0), got {value!r}")
+    return seconds
+
+
+def load_embedding_module(spec: str) -> nn.Module:
+    """Import ``package.module:factory`` and return ``factory()`` (an ``nn.Module``, eval mode).
+
+    Raises ConfigError naming the spec when it cannot be imported, is not callable, does not
+    return a module or lacks ``hop_seconds``.
+    """
+    mod_name, sep, factory_name = spec.partition(":")
+    if not (sep and mod_name and factory_name):
+        raise ConfigError(f"--embedding-module {spec!r}: expected MODULE:FACTORY "
+                          "(e.g. mypackage.embedders:build)")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ConfigError(f"--embedding-module {spec!r}: cannot import {mod_name!r} ({e})") from None
+    factory = getattr(mod, factory_name, None)
+    if not callable(factory):
+        raise ConfigError(f"--embedding-module {spec!r}: {mod_name} has no callable {factory_name!r}")
+    module = factory()
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"--embedding-module {spec!r}: {factory_name}() returned "
+                          f"{type(module).__name__}, not a torch.nn.Module")
+    _positive_seconds(getattr(module, "hop_seconds", None), spec, "hop_seconds")
+    return module.eval()
+
+
+def module_identity(spec: str, module: nn.Module) -> str:
+    """sha1 of a module's spec, frame timing, class source and weights: a rerun with the same
+    module skips songs already embedded, and any change to code or weights re-embeds them."""
+    h = hashlib.sha1(spec.encode())
+    h.update(repr((getattr(module, "hop_seconds", None),
+                   getattr(module, "offset_seconds", 0.0))).encode())
+    try:
+        h.update(inspect.getsource(type(module)).encode())
+    except (OSError, TypeError):  # classes defined in a REPL have no source file
+        h.update(type(module).__qualname__.encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "module-" + h.hexdigest()
+
+
+class EmbeddingLabeller(pl.LightningModule):
+    """Holds an embedding source (so Lightning moves it to the device). ``predict_step`` maps
+    a list of songs to per-song dicts with ``values`` float16 ``[T', D]`` on the CPU."""
+
+    def __init__(self, source: TeacherHidden | WaveformEmbedding) -> None:
+        super().__init__()
+        self.source = source
+
+    def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
+        good = [item for item in batch if item["error"] is None]
+        embedded = self.source.embed([item["waveform"].to(self.device) for item in good])
+        by_song = dict(zip((item["song"] for item in good), embedded))
+        out = []
+        for item in batch:
+            if item["error"] is not None:
+                out.append(item)
+                continue
+            values = by_song[item["song"]].half()
+            if not bool(torch.isfinite(values).all()):
+                raise ChordkdError(f"{item['audio']}: the embedding has values beyond the "
+                                   "float16 range (|x| > 65504) or NaN; scale the embedding")
+            out.append({**item, "waveform": None, "n_samples": int(item["waveform"].shape[0]),
+                        "values": values.cpu()})
+        return out
+
+
+class EmbeddingWriterCallback(CacheWriterCallback):
+    """:class:`CacheWriterCallback` writing ``"embeddings"`` records with their frame timing."""
+
+    def write_song(self, song: dict, pl_module: pl.LightningModule) -> None:
+        src = pl_module.source
+        write_embedding(
+            self.writer, song["song"], song["values"].numpy(), src.hop_seconds,
+            offset_seconds=src.offset_seconds, audio=AudioFingerprint(**song["fingerprint"]),
+            teacher=self.report.teacher, features=self.report.features, source=src.description,
+        )
+
+
+def write_embedding(
+    writer: CacheWriter, song: str, values: np.ndarray, hop_seconds: float, *,
+    offset_seconds: float = 0.0, audio: AudioFingerprint, teacher: str, features: str,
+    source: str = "",
+) -> CacheEntry:
+    """Append one song's embedding ``values`` ``[T', D]`` (stored float16) with its frame
+    timing: the single definition of an ``"embeddings"`` record."""
+    values = np.asarray(values)
+    if values.ndim != 2 or values.shape[0] == 0:
+        raise CacheError(f"{song}: an embedding must be [T', D], got shape {values.shape}")
+    return writer.write(
+        song, EMBEDDINGS, {"values": values.astype(np.float16)}, frames=values.shape[0], k=0,
+        n_classes=0, audio=audio, teacher=teacher, features=features,
+        extra={"hop_seconds": float(hop_seconds), "offset_seconds": float(offset_seconds),
+               "dim": int(values.shape[1]), "source": source},
+    )
+
+
+def embed_corpus(
+    songs: list[Song] | str | os.PathLike,
+    out: str | os.PathLike,
+    teacher: str | os.PathLike | None = None,
+    module: str | None = None,
+    strict: bool = False,
+    batch_size: int = 1,
+    num_workers: int = 1,
+    trainer_kwargs: dict | None = None,
+) -> LabelReport:
+    """Cache the embeddings of ``songs`` (a list, a manifest or a folder) into ``out``.
+
+    Exactly one source: ``teacher`` (a chordkd checkpoint or an official BTC file; its last
+    hidden layer) or ``module`` (``"package.module:factory"``, see the module docstring).
+    Returns the report (also written to ``out/label_report.json``, ``kind`` "embeddings").
+    ``trainer_kwargs`` go to ``lightning.Trainer``; ``batch_size`` counts songs.
+    """
+    if (teacher is None) == (module is None):
+        raise ConfigError("embeddings need exactly one source: --teacher CKPT or "
+                          "--embedding-module MODULE:FACTORY")
+    start = time.perf_counter()
+    out = Path(out)
+    if not isinstance(songs, list):
+        songs = read_manifest(songs)
+    if teacher is not None:
+        from chordkd.models.loading import load_model
+
+        loaded = load_model(teacher)
+        source: TeacherHidden | WaveformEmbedding = TeacherHidden(loaded.model, loaded.features)
+        identity, features, sr = file_sha1(teacher), loaded.features.fingerprint(), loaded.features.sr
+    else:
+        source = WaveformEmbedding(load_embedding_module(module), module)
+        identity, features, sr = module_identity(module, source.module), WAVEFORM_INPUT, SAMPLE_RATE
+    report = LabelReport(str(out), identity, features, topk=0, kind=EMBEDDINGS)
+    todo, report.skipped = songs_to_label(songs, out, identity, features, kind=EMBEDDINGS)
+    log.info("%d songs to embed, %d already cached", len(todo), len(report.skipped))
+    if not todo:  # nothing to run, so no other rank exists: fold any journals of a killed job
+        out.mkdir(parents=True, exist_ok=True)
+        consolidate(out)
+        report.wall_seconds = time.perf_counter() - start
+        write_json(out / REPORT_NAME, report.to_json())
+        return report
+    writer = EmbeddingWriterCallback(out, report, sr, strict, start)
+    kwargs = {"accelerator": "auto", "devices": "auto", "precision": "32-true",
+              "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
+              **(trainer_kwargs or {})}
+    trainer = pl.Trainer(callbacks=[writer], **kwargs)
+    loader = DataLoader(SongAudio(todo, sr), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_as_list, persistent_workers=False)
+    trainer.predict(EmbeddingLabeller(source), loader, return_predictions=False)
+    if trainer.is_global_zero:
+        return LabelReport.from_json(json.loads((out / REPORT_NAME).read_text(encoding="utf-8")))
+    return report
+
+
+class EmbeddingCache:
+    """Reader of an embeddings cache: one ``[T', D]`` float16 array per song, one frame rate.
+
+    >>> emb = EmbeddingCache("runs/teacher_cache/train_embeddings")
+    >>> emb.hop_seconds, emb.dim, emb.read("song-001").shape   # (0.0929, 64, (431, 64))
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.root = Path(path)
+        self.cache = TeacherCache(self.root, kind=EMBEDDINGS)
+        if not len(self.cache):
+            raise CacheError(f"{self.root}: holds no embeddings (write them with "
+                             "`chordkd label --embeddings`)")
+        timings = {self._timing(self.cache.entry(s)) for s in self.cache.song_ids}
+        if len(timings) != 1:
+            raise CacheError(f"{self.root}: songs disagree on (hop_seconds, offset_seconds, "
+                             f"dim): {sorted(timings)}")
+        ((self.hop_seconds, self.offset_seconds, self.dim),) = timings
+
+    def _timing(self, e: CacheEntry) -> tuple[float, float, int]:
+        try:
+            return (float(e.extra["hop_seconds"]), float(e.extra.get("offset_seconds", 0.0)),
+                    int(e.extra["dim"]))
+        except (KeyError, TypeError, ValueError):
+            raise CacheError(f"{self.root}: song {e.song!r}: embedding entry without "
+                             "hop_seconds and dim") from None
+
+    @property
+    def song_ids(self) -> list[str]:
+        return self.cache.song_ids
+
+    def __contains__(self, song_id: object) -> bool:
+        return song_id in self.cache
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def frames(self, song_id: str) -> int:
+        """Embedding frames ``T'`` of one song."""
+        return self.cache.frames(song_id)
+
+    def read(self, song_id: str) -> np.ndarray:
+        """One song's embedding, float16 ``[T', D]``, memory-mapped (read-only)."""
+        return self.cache.arrays(song_id)["values"]

@@ -1,0 +1,129 @@
+"""The benchmark harness measures what it says: same windows on both data paths, real
+training steps, interleaved rounds, verdicts that can fail. No timings are asserted here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURE_BTC
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import data_path  # noqa: E402
+import run_all  # noqa: E402
+import training_speed  # noqa: E402
+
+from chordkd.data.datasets import CONTEXT  # noqa: E402
+from chordkd.data.manifest import read_manifest, write_manifest  # noqa: E402
+from chordkd.features import LogCQT  # noqa: E402
+
+TEACHER = FIXTURE_BTC / "checkpoint.pt"
+
+
+@pytest.fixture()
+def tone_manifest(tone_corpus: Path, tmp_path: Path) -> Path:
+    """The tone corpus as an unlabelled manifest."""
+    rows = [{"id": s.id, "audio": str(s.audio), "labels": ""} for s in read_manifest(tone_corpus)]
+    path = tmp_path / "base" / "manifest.csv"
+    path.parent.mkdir()
+    write_manifest(path, rows)
+    return path
+
+
+def test_replicated_manifest_repeats_every_song_under_new_ids(tone_manifest: Path, tmp_path: Path):
+    out = tmp_path / "x3" / "manifest.csv"
+    ids = data_path.replicate_manifest(tone_manifest, out, 3)
+    songs = read_manifest(out)
+    base = read_manifest(tone_manifest)
+    assert sorted(s.id for s in songs) == sorted(ids)
+    assert len(set(ids)) == 3 * len(base)
+    assert {Path(s.audio).resolve() for s in songs} == {Path(s.audio).resolve() for s in base}
+    assert all(s.labels is None for s in songs)
+
+
+@pytest.mark.skipif(not TEACHER.is_file(), reason="shared BTC fixture not present")
+def test_online_window_features_match_the_cached_path_features(tone_manifest: Path):
+    online = data_path.OnlinePath(tone_manifest, str(TEACHER), batch_size=2, device=torch.device("cpu"))
+    song = online.songs[0]
+    f0 = 10
+    theirs = online._features(song, f0)
+    # what WindowDataset + on_after_batch_transfer compute for the same window
+    hop = online.settings.hop
+    audio = np.zeros((f0 + 108 + CONTEXT) * hop - (f0 - CONTEXT) * hop, dtype=np.float32)
+    import soundfile as sf
+
+    samples, _ = sf.read(song.path, dtype="float32")
+    seg = samples[(f0 - CONTEXT) * hop : (f0 + 108 + CONTEXT) * hop]
+    audio[: len(seg)] = seg
+    with torch.inference_mode():
+        ours = LogCQT(online.settings)(torch.from_numpy(audio)).numpy()[CONTEXT : CONTEXT + 108]
+    assert ours.shape == theirs.shape == (108, 144)
+    assert (ours.argmax(-1) == theirs.argmax(-1)).mean() > 0.95
+    loud = theirs > np.log(1e-3)  # compare where there is signal, not the noise floor
+    assert np.median(np.abs(ours[loud] - theirs[loud])) < 0.05
+
+
+@pytest.mark.skipif(not TEACHER.is_file(), reason="shared BTC fixture not present")
+def test_online_batch_labels_every_window_with_the_teacher(tone_manifest: Path):
+    online = data_path.OnlinePath(tone_manifest, str(TEACHER), batch_size=2, device=torch.device("cpu"))
+    windows, prepare_s, teacher_s = online.batch()
+    assert windows == 2 and prepare_s > 0 and teacher_s > 0
+
+
+def test_timed_rounds_interleaves_runners_and_keeps_the_best_round():
+    calls: list[str] = []
+
+    def runner(name: str, windows: int):
+        def run():
+            calls.append(name)
+            return windows, 0.0, 0.0
+        return run
+
+    rows = data_path.timed_rounds({"a": runner("a", 4), "b": runner("b", 2)}, {"a": 2, "b": 1}, rounds=2)
+    assert calls == ["a", "b", "a", "a", "b", "a", "a", "b"]  # warm-ups, then round by round
+    for name, per_round in (("a", 8), ("b", 2)):
+        assert len(rows[name]["rounds_windows_per_second"]) == 2
+        assert rows[name]["windows"] == per_round
+        assert rows[name]["windows_per_second"] == max(rows[name]["rounds_windows_per_second"])
+
+
+@pytest.mark.parametrize("precision", training_speed.PRECISIONS)
+def test_train_step_updates_the_weights(precision: str):
+    step, model = training_speed.make_train_step("btc", "small", batch=2, precision=precision)
+    before = [p.detach().clone() for p in model.parameters()]
+    step()
+    changed = sum(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert changed == len(before)
+
+
+def test_train_step_rejects_an_unknown_precision():
+    with pytest.raises(ValueError, match="precision"):
+        training_speed.make_train_step("btc", "small", batch=2, precision="16-true")
+
+
+def _result(speedup: float, ratio_online: float, ratio_train: float, labelling: float,
+            rate_ratio: float, growth: int) -> dict:
+    return {
+        "cqt": {"cpu": {"speedup": speedup}},
+        "data_path": {"cpu": {"cached_over_online": ratio_online, "cached_over_train_step": ratio_train}},
+        "labelling": {"runs": {"cpu": {"end_to_end_x_real_time": labelling}}},
+        "scaling": {"rate_ratio_16x_over_1x": rate_ratio, "rss_anon_16x_minus_1x_bytes": growth},
+    }
+
+
+def test_verdicts_hold_only_at_or_above_each_threshold():
+    passing = run_all.verdicts(_result(20.0, 10.0, 2.0, 200.0, 0.8, 0))
+    assert all(v["holds"] for v in passing)
+    failing = run_all.verdicts(_result(0.2, 1.5, 1.9, 150.0, 0.5, 2**30))
+    assert not any(v["holds"] for v in failing)
+
+
+def test_memory_status_reports_heap_and_mapped_file_pages():
+    mem = data_path.memory_status()
+    assert mem["RssAnon"] > 0 and mem["RssFile"] > 0
+    assert mem["VmRSS"] == pytest.approx(mem["RssAnon"] + mem["RssFile"], rel=0.2)
