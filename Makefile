@@ -7,14 +7,15 @@ CHORDKD := $(BIN)/chordkd
 STUDENT ?= btc
 DATA ?= data/demo
 RUNS ?= runs
-ARGS ?=
+ARGS ?=            # overrides for the student runs, e.g. ARGS="trainer.max_epochs=10"
+TEACHER_ARGS ?=    # overrides for the teacher run
 ROUNDS ?= 3
 SIZES ?= small,base,large
 export WANDB_MODE ?= offline
 
 # Where each stage's run lives (the folder is derived from the experiment config).
 run_dir = $$($(CHORDKD) fit experiments/$(1).yaml student=$(2) $(ARGS) --print-run-dir)
-TEACHER_CKPT = $(call run_dir,teacher,btc)/checkpoints/best.ckpt
+TEACHER_CKPT = $$($(CHORDKD) fit experiments/teacher.yaml $(TEACHER_ARGS) --print-run-dir)/checkpoints/best.ckpt
 STAGE1_CKPT = $(call run_dir,stage1,$(STUDENT))/checkpoints/best.ckpt
 
 .PHONY: help install test test-fast lint synth teacher label stage1 stage2 baseline evaluate \
@@ -46,7 +47,7 @@ $(DATA)/test/manifest.csv: | install
 synth: $(DATA)/test/manifest.csv  ## synthesise the demo corpus (teacher, pool, train, valid, test)
 
 teacher: synth  ## train the BTC teacher on the demo corpus's teacher part
-	$(CHORDKD) fit experiments/teacher.yaml $(ARGS)
+	$(CHORDKD) fit experiments/teacher.yaml $(TEACHER_ARGS)
 
 label: teacher  ## cache the teacher's logits on the unlabelled pool and the labelled train part
 	$(CHORDKD) label --teacher $(TEACHER_CKPT) --audio $(DATA)/pool --out $(RUNS)/teacher_cache/pool

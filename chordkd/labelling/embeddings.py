@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
-import json
 import logging
 import math
 import os
@@ -40,19 +39,15 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from chordkd.atomic import write_json
 from chordkd.audio import SAMPLE_RATE
 from chordkd.data.manifest import Song, read_manifest
 from chordkd.errors import CacheError, ChordkdError, ConfigError
 from chordkd.features import FeatureSettings, LogCQT
 from chordkd.labelling.label import (
-    REPORT_NAME,
     CacheWriterCallback,
     LabelReport,
-    SongAudio,
-    _as_list,
+    predict_into_cache,
     songs_logits,
     songs_to_label,
 )
@@ -61,7 +56,6 @@ from chordkd.labelling.teacher_cache import (
     CacheEntry,
     CacheWriter,
     TeacherCache,
-    consolidate,
     file_sha1,
 )
 from chordkd.models import ChordModel
@@ -272,23 +266,10 @@ def embed_corpus(
     report = LabelReport(str(out), identity, features, topk=0, kind=EMBEDDINGS)
     todo, report.skipped = songs_to_label(songs, out, identity, features, kind=EMBEDDINGS)
     log.info("%d songs to embed, %d already cached", len(todo), len(report.skipped))
-    if not todo:  # nothing to run, so no other rank exists: fold any journals of a killed job
-        out.mkdir(parents=True, exist_ok=True)
-        consolidate(out)
-        report.wall_seconds = time.perf_counter() - start
-        write_json(out / REPORT_NAME, report.to_json())
-        return report
-    writer = EmbeddingWriterCallback(out, report, sr, strict, start)
-    kwargs = {"accelerator": "auto", "devices": "auto", "precision": "32-true",
-              "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-              **(trainer_kwargs or {})}
-    trainer = pl.Trainer(callbacks=[writer], **kwargs)
-    loader = DataLoader(SongAudio(todo, sr), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_as_list, persistent_workers=False)
-    trainer.predict(EmbeddingLabeller(source), loader, return_predictions=False)
-    if trainer.is_global_zero:
-        return LabelReport.from_json(json.loads((out / REPORT_NAME).read_text(encoding="utf-8")))
-    return report
+    return predict_into_cache(
+        todo, out, report, start, lambda: EmbeddingWriterCallback(out, report, sr, strict, start),
+        lambda: EmbeddingLabeller(source), sr, batch_size, num_workers, trainer_kwargs,
+    )
 
 
 class EmbeddingCache:

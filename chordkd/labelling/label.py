@@ -346,22 +346,33 @@ def label_corpus(
     report = LabelReport(str(out), file_sha1(teacher), features.fingerprint(), topk)
     todo, report.skipped = songs_to_label(songs, out, report.teacher, report.features)
     log.info("%d songs to label, %d already cached", len(todo), len(report.skipped))
+    return predict_into_cache(
+        todo, out, report, start, lambda: CacheWriterCallback(out, report, features.sr, strict, start),
+        lambda: TeacherLabeller(loaded.model, features, topk, tail_temperature),
+        features.sr, batch_size, num_workers, trainer_kwargs,
+    )
+
+
+def predict_into_cache(
+    todo: list[Song], out: Path, report: LabelReport, start: float, make_writer, make_module,
+    sr: int, batch_size: int, num_workers: int, trainer_kwargs: dict | None,
+) -> LabelReport:
+    """Run ``Trainer.predict`` of ``make_module()`` over the songs ``todo``, written to the cache
+    ``out`` by ``make_writer()``; with nothing to do, only fold a killed job's journals.
+    Shared by logits (``label_corpus``) and embeddings (``embeddings.embed_corpus``)."""
     if not todo:  # nothing to run, so no other rank exists: fold any journals of a killed job
         out.mkdir(parents=True, exist_ok=True)
         consolidate(out)
         report.wall_seconds = time.perf_counter() - start
         write_json(out / REPORT_NAME, report.to_json())
         return report
-    writer = CacheWriterCallback(out, report, features.sr, strict, start)
     kwargs = {"accelerator": "auto", "devices": "auto", "precision": "32-true",
               "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
               **(trainer_kwargs or {})}
-    trainer = pl.Trainer(callbacks=[writer], **kwargs)
-    loader = DataLoader(SongAudio(todo, features.sr), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=_as_list,
-                        persistent_workers=False)
-    module = TeacherLabeller(loaded.model, features, topk, tail_temperature)
-    trainer.predict(module, loader, return_predictions=False)  # runs under inference_mode
+    trainer = pl.Trainer(callbacks=[make_writer()], **kwargs)
+    loader = DataLoader(SongAudio(todo, sr), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_as_list, persistent_workers=False)
+    trainer.predict(make_module(), loader, return_predictions=False)  # under inference_mode
     if trainer.is_global_zero:
         return LabelReport.from_json(json.loads((out / REPORT_NAME).read_text(encoding="utf-8")))
     return report
