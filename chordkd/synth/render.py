@@ -22,6 +22,7 @@ is peak-normalised to a random level below full scale.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,8 +87,8 @@ def _lowpass_gains(freqs: np.ndarray, cutoff: float, order: int = 2) -> np.ndarr
     return 1.0 / np.sqrt(1.0 + (freqs / cutoff) ** (2 * order))
 
 
-class Timbre:
-    """A synthesised instrument. ``note(freq, n)`` -> float32 ``[n]`` template (peak ~1).
+class Timbre(abc.ABC):
+    """A synthesised instrument (abstract: each subclass defines ``note``). ``note(freq, n)`` -> float32 ``[n]`` template (peak ~1).
 
     ``sustained`` timbres hold until note-off; others decay by themselves and are
     rendered only until inaudible (``max_seconds``). ``release`` is the note-off fade (s).
@@ -102,8 +103,9 @@ class Timbre:
     def max_seconds(self, freq: float) -> float:
         return 4.0
 
+    @abc.abstractmethod
     def note(self, freq: float, n: int) -> np.ndarray:
-        raise NotImplementedError
+        """The note's waveform template, float32 ``[n]``."""
 
 
 class Piano(Timbre):

@@ -8,6 +8,7 @@ Distillation is not the student's business: callbacks that implement ``LossTerm`
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any
 
@@ -21,7 +22,7 @@ from chordkd.training.losses import frame_accuracy, supervised_loss
 CHECKPOINT_FORMAT = 1
 
 
-class LossTerm:
+class LossTerm(abc.ABC):
     """Mixin for callbacks that add a loss term to the student's training step.
 
     ``combine`` gets the batch, the student's ``logits`` ``[B, W, C]`` and last hidden layer
@@ -29,11 +30,12 @@ class LossTerm:
     dict of scalars to log; it returns the new loss. Terms are combined in callback order.
     """
 
+    @abc.abstractmethod
     def combine(
         self, module: StudentModule, batch: dict, logits: torch.Tensor, loss: torch.Tensor,
         logs: dict[str, torch.Tensor], hidden: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    ) -> torch.Tensor:
+        """The new loss, given the loss so far."""
 
 
 class StudentModule(L.LightningModule):
