@@ -300,7 +300,7 @@ def scale_run(manifest: Path, teacher_cache: Path, batch_size: int, batches: int
         "setup_seconds": setup_s,  # decoding into the audio cache + joining the teacher cache
         "windows_per_second": rate["windows_per_second"],
         "rounds_windows_per_second": rate["rounds_windows_per_second"],
-        "audio_cache_bytes_per_hour": (audio._pcm.stat().st_size) / hours,
+        "audio_cache_bytes_per_hour": 2 * audio.total_samples / hours,
         "audio_cache_index_bytes": (audio.folder / "index.json").stat().st_size,
         "teacher_cache_bytes_per_hour": teacher_bytes / hours,
         "memory_bytes": {"start": before, "after_setup": after_setup, "after_batches": after},
