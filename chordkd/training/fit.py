@@ -80,8 +80,14 @@ def _logger(cfg: DictConfig, folder: Path):
     )
 
 
-def fit(cfg: DictConfig) -> dict:
-    """Train (or resume) the experiment ``cfg``; returns the run summary (also in summary.json)."""
+def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
+    """Train (or resume) the experiment ``cfg``; returns the run summary (also in summary.json).
+
+    ``callbacks``: Lightning callbacks added after chordkd's own (a probe, a user's logger).
+    Under torchrun or SLURM every process calls this with the same ``cfg``; Lightning reads
+    the ranks from the launcher's environment (``trainer.num_nodes`` x ``trainer.devices``
+    processes in all).
+    """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -155,6 +161,7 @@ def fit(cfg: DictConfig) -> dict:
         dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
         save_on_train_epoch_end=True, enable_version_counter=False,
     )
+    extra = list(callbacks or [])
     callbacks = [MirEvalValidation(), best_cb, last_cb, EpochSeed(cfg.seed)]
     if cfg.checkpoint.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.checkpoint.patience))
@@ -166,6 +173,7 @@ def fit(cfg: DictConfig) -> dict:
         # after SelectiveKD, whose alpha mixes only the logit-KD and supervised terms
         f = cfg.feature_kd
         callbacks.append(FeatureKD(f.cache, f.loss, f.weight, f.layer))
+    callbacks += extra
 
     t = cfg.trainer
     logger = _logger(cfg, folder)
