@@ -21,6 +21,7 @@ from chordkd.labelling.label import label_corpus
 from chordkd.labelling.teacher_cache import cache_differences
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+CLUSTER = EXPERIMENTS / "cluster"
 TIMEOUT = 300  # seconds for one two-node job, start to finish
 
 # Run by torchrun on each node: chordkd's own fit(), plus a probe that records what each rank
@@ -55,20 +56,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def two_nodes(program: list[str], logs: Path) -> None:
-    """Run ``program`` (torchrun's script or ``-m module`` and arguments) as node 0 and node 1
-    of a two-node job with static rendezvous on 127.0.0.1; fails with both nodes' logs."""
+def two_nodes(program: list[str], logs: Path, recipe: bool = False) -> None:
+    """Run ``program`` as node 0 and node 1 of a two-node job with static rendezvous on
+    127.0.0.1; fails with both nodes' logs. ``program``: torchrun's script (or ``-m module``)
+    and its arguments, or with ``recipe`` the chordkd arguments given to the shipped
+    ``experiments/cluster/torchrun.sh``."""
     port = free_port()
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1",
-           "CHORDKD_NO_PROGRESS": "1", "WANDB_MODE": "offline"}
+           "CHORDKD_NO_PROGRESS": "1", "WANDB_MODE": "offline", "PYTHON": sys.executable,
+           "NNODES": "2", "NPROC": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     for node in (0, 1):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
-               "--nproc-per-node", "1", "--node-rank", str(node), "--master-addr", "127.0.0.1",
-               "--master-port", str(port), *program]
+        cmd = ["bash", str(CLUSTER / "torchrun.sh"), *program] if recipe else [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+            "--nproc-per-node", "1", "--node-rank", str(node), "--master-addr", "127.0.0.1",
+            "--master-port", str(port), *program]
         out = open(logs / f"node{node}.log", "w")
-        procs.append((subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT), out))
+        procs.append((subprocess.Popen(cmd, env={**env, "NODE_RANK": str(node)}, stdout=out,
+                                       stderr=subprocess.STDOUT), out))
     try:
         codes = [p.wait(timeout=TIMEOUT) for p, _ in procs]
     except subprocess.TimeoutExpired:
@@ -89,10 +95,10 @@ def two_nodes(program: list[str], logs: Path) -> None:
 def test_two_node_label_cache_equals_the_single_process_cache(fixture_btc, tmp_path):
     teacher = fixture_btc / "checkpoint.pt"
     audio = write_tone_corpus(tmp_path / "audio", songs=3, seconds=3.0)
-    two_nodes(["-m", "chordkd", "label", "--teacher", str(teacher), "--audio", str(audio),
+    two_nodes(["label", "--teacher", str(teacher), "--audio", str(audio),
                "--out", str(tmp_path / "two"), "--num-nodes", "2", "--devices", "1",
                "--strategy", "ddp", "--accelerator", "cpu", "--num-workers", "0"],
-              tmp_path / "logs")
+              tmp_path / "logs", recipe=True)
     # each node wrote the shard of its own rank, and node 0 merged them
     assert len(list((tmp_path / "two").glob("shard-*-r1-*.bin"))) == 1
     report = json.loads((tmp_path / "two" / "label_report.json").read_text())
@@ -154,3 +160,26 @@ def test_resumed_two_node_fit_continues_where_it_stopped(two_node_fit):
                                                                   "val-epoch1-rank1.json")
     resumed = read(root / "run", "summary.json")
     assert resumed["global_step"] == 2 * first["global_step"] and resumed["epochs"] == 2
+
+
+def test_sbatch_template_runs_fit_with_slurms_node_and_task_counts(tmp_path):
+    from chordkd.training.config import load_config
+
+    # stand-ins for srun and chordkd that record the command the template would run
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/sh\nexec "$@"\n')
+    (bin_dir / "chordkd").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGV_OUT"\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ARGV_OUT": str(tmp_path / "argv"),
+           "SLURM_NNODES": "3", "SLURM_NTASKS_PER_NODE": "4", "SLURM_CPUS_PER_TASK": "8"}
+    done = subprocess.run(["bash", str(CLUSTER / "slurm.sbatch"), "optim.lr=3e-4"], env=env,
+                          capture_output=True, text=True, timeout=30,
+                          cwd=EXPERIMENTS.parent)
+    assert done.returncode == 0, done.stderr
+    command, config, *overrides = (tmp_path / "argv").read_text().splitlines()
+    assert command == "fit" and overrides[-1] == "optim.lr=3e-4"
+    cfg = load_config(EXPERIMENTS.parent / config, overrides)
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices, cfg.trainer.strategy) == (3, 4, "ddp")
+    assert cfg.data.num_workers == 7
