@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("chordkd.synth.cli", "generate a labelled synthetic corpus (audio, .lab, manifest)"),
     "fit": ("chordkd.training.fit", "train a model from an experiment YAML (+ key=value overrides)"),
     "label": ("chordkd.labelling.label", "run a teacher over audio and cache its logits"),
+    "stream": ("chordkd.data.streaming", "write a corpus + teacher cache as litdata shards (stage 1)"),
     "evaluate": ("chordkd.evaluation.report", "mir_eval metrics, per-quality recall, tables and plots"),
     "results": ("chordkd.evaluation.results", "assemble the paper-style results table"),
     "transcribe": ("chordkd.transcribe", "write a .lab (or JAMS) per audio file"),

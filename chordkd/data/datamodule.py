@@ -131,6 +131,9 @@ class ChordDataModule(L.LightningDataModule):
         stats_songs: int = 64,
         settings: FeatureSettings | None = None,
         noise: Mapping | None = None,
+        format: str = "mmap",
+        stream: str | None = None,
+        stream_cache: str | None = None,
     ) -> None:
         super().__init__()
         self.train_source, self.valid_source, self.test_source = train, valid, test
@@ -153,6 +156,12 @@ class ChordDataModule(L.LightningDataModule):
         self._transpose = torch.stack(
             [torch.from_numpy(self.vocab.transpose_index_map(s)) for s in range(-12, 13)]
         )
+        if format not in ("mmap", "stream") or (format == "stream") != bool(stream):
+            raise ChordkdError("data.format=stream needs data.stream (and only it uses it)")
+        if format == "stream" and targets != "teacher":
+            raise ChordkdError("data.format=stream holds teacher pseudo-labels: targets='teacher'")
+        self.format, self.stream, self.stream_cache = format, stream, stream_cache
+        self._stream_loader = None
         self.teacher = None
         self.skipped: dict[str, dict[str, str]] = {}
         self._prepared: dict[str, tuple] = {}
@@ -170,12 +179,34 @@ class ChordDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Builds the audio caches once (rank 0); setup() on every rank then finds them built.
-        self._load("train", self.train_source, self.targets == "labels")
+        if self.format == "mmap":
+            self._load("train", self.train_source, self.targets == "labels")
         for split, src in (("valid", self.valid_source), ("test", self.test_source)):
             if src:
                 self._load(split, src, True)
 
     def setup(self, stage: str | None = None) -> None:
+        if self.format == "stream":
+            self._setup_stream()
+        else:
+            self._setup_train()
+        self.val_set = self.test_set = None
+        if self.valid_source:
+            self.val_set = SongDataset(*self._load("valid", self.valid_source, True))
+        if self.test_source:
+            self.test_set = SongDataset(*self._load("test", self.test_source, True))
+
+    def _setup_stream(self) -> None:
+        if getattr(self, "train_set", None) is not None:
+            return  # setup() runs before the trainer exists (fit.py) and again inside it
+        from chordkd.data.streaming import StreamedWindows
+
+        self.train_set = StreamedWindows(
+            self.stream, self.settings, self.window, self.pitch_shift, self.seed,
+            self.spec_augment, self.min_confidence, cache_dir=self.stream_cache,
+        )
+
+    def _setup_train(self) -> None:
         records, audio = self._load("train", self.train_source, self.targets == "labels")
         if self.teacher_cache_path:
             from chordkd.labelling.teacher_cache import TeacherCache
@@ -190,11 +221,6 @@ class ChordDataModule(L.LightningDataModule):
         )
         if self.targets == "teacher":
             self._log_pseudo_labels_kept([r.id for r in records])
-        self.val_set = self.test_set = None
-        if self.valid_source:
-            self.val_set = SongDataset(*self._load("valid", self.valid_source, True))
-        if self.test_source:
-            self.test_set = SongDataset(*self._load("test", self.test_source, True))
 
     def _log_pseudo_labels_kept(self, song_ids: list[str]) -> None:
         # setup() runs before the trainer exists (fit.py) and again inside trainer.fit:
@@ -238,9 +264,18 @@ class ChordDataModule(L.LightningDataModule):
         return self._prepared[split][0][index]
 
     def feature_stats(self) -> tuple[float, float]:
-        """Scalar mean and std of log-CQT frames over (up to ``stats_songs``) training songs."""
-        records, audio = self._prepared["train"]
+        """Scalar mean and std of log-CQT frames over (up to ``stats_songs``) training songs
+        (with ``format="stream"``: as many windows, spread evenly over the stream)."""
         stats = FeatureStats()
+        if self.format == "stream":
+            n = len(self.train_set)
+            with torch.inference_mode():
+                for i in np.unique(np.linspace(0, n - 1, min(self.stats_songs, n)).astype(int)):
+                    item = self.train_set[int(i)]
+                    # whole windows: only a song shorter than one window has padding in them
+                    stats.update(self.cqt(item["audio"])[CONTEXT : CONTEXT + self.window])
+            return stats.mean, stats.std
+        records, audio = self._prepared["train"]
         rng = np.random.default_rng(self.seed)
         pick = rng.permutation(len(records))[: self.stats_songs]
         with torch.inference_mode():
@@ -250,6 +285,8 @@ class ChordDataModule(L.LightningDataModule):
 
     # -- loaders ------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
+        if self.format == "stream":
+            return self._streaming_loader()
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         self.train_set.set_epoch(epoch)
         seed = self.seed * 100_003 + epoch
@@ -263,6 +300,17 @@ class ChordDataModule(L.LightningDataModule):
             num_workers=self.num_workers, drop_last=False,
             persistent_workers=False,
         )
+
+    def _streaming_loader(self) -> DataLoader:
+        # One loader for the whole run: it numbers the epochs (the stream's shuffle seed) and
+        # its state_dict, saved in checkpoints by Lightning, is the position inside an epoch.
+        if self._stream_loader is None:
+            from litdata import StreamingDataLoader
+
+            self._stream_loader = StreamingDataLoader(
+                self.train_set, batch_size=self.batch_size, num_workers=self.num_workers,
+                drop_last=False)
+        return self._stream_loader
 
     def _songs_loader(self, dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=self.num_workers,

@@ -52,6 +52,9 @@ class DataConfig:
     strict: bool = False  # stop on the first bad file instead of skipping it
     stats_songs: int = 64  # songs used for the scalar mean/std normalisation
     noise: NoiseConfig = field(default_factory=NoiseConfig)  # masks, pseudo-label confidence
+    format: str = "mmap"  # mmap (local audio cache) | stream (litdata shards; stage 1 only)
+    stream: str | None = None  # data.format=stream: folder or URL written by `chordkd stream`
+    stream_cache: str | None = None  # local folder for downloaded chunks of a remote stream
 
 
 @dataclass
@@ -156,6 +159,7 @@ class ExperimentConfig:
 
 # Keys that do not change what is trained, left out of the run folder's hash.
 _NOT_HASHED = ("resume", "run_dir", "runs_dir", "logger", "test", "data.num_workers",
+               "data.stream_cache",
                "trainer.enable_progress_bar", "trainer.log_every_n_steps")
 
 
@@ -214,6 +218,7 @@ _CHOICES = {
     "student": ("btc", "2e1d"),
     "vocabulary": ("large", "majmin"),
     "data.targets": ("labels", "teacher"),
+    "data.format": ("mmap", "stream"),
     "data.noise.mask_value": ("mean", "floor"),
     "model.size": ("small", "base", "large"),
     "loss.name": ("focal", "ce"),
@@ -245,9 +250,11 @@ def _check_choices(cfg: DictConfig) -> None:
                           "so it needs data.targets=teacher")
     if not 0 <= cfg.kd.alpha <= 1:
         raise ConfigError(f"config key 'kd.alpha': {cfg.kd.alpha} is not in [0, 1]")
-    if cfg.data.targets == "teacher" and not cfg.data.teacher_cache:
+    if cfg.data.format == "stream":
+        _check_stream(cfg)
+    elif cfg.data.targets == "teacher" and not cfg.data.teacher_cache:
         raise ConfigError("config key 'data.teacher_cache': needed when data.targets=teacher")
-    if cfg.kd.enabled and not cfg.data.teacher_cache:
+    if cfg.kd.enabled and not cfg.data.teacher_cache and cfg.data.format != "stream":
         raise ConfigError("config key 'data.teacher_cache': needed when kd.enabled=true")
     fkd = cfg.feature_kd
     if fkd.enabled and not fkd.cache:
@@ -260,9 +267,22 @@ def _check_choices(cfg: DictConfig) -> None:
                           "with embeddings of the unshifted audio; set data.pitch_shift=0")
 
 
+def _check_stream(cfg: DictConfig) -> None:
+    # the stream holds audio and teacher outputs of stage 1's training windows, nothing else
+    if not cfg.data.stream:
+        raise ConfigError("config key 'data.stream': needed when data.format=stream "
+                          "(a folder or URL written by `chordkd stream`)")
+    if cfg.data.targets != "teacher":
+        raise ConfigError("config key 'data.format': stream holds teacher pseudo-labels, "
+                          "so it needs data.targets=teacher (stage 1)")
+    if cfg.feature_kd.enabled:
+        raise ConfigError("config key 'data.format': feature_kd reads a local embedding cache "
+                          "per song; use data.format=mmap with it")
+
+
 # Sections of features that are off by default: left out of the hash while at their defaults,
 # so adding such a feature to chordkd keeps existing run folders (and their checkpoints) valid.
-_HASHED_IF_CHANGED = ("data.noise", "feature_kd")
+_HASHED_IF_CHANGED = ("data.noise", "feature_kd", "data.format", "data.stream")
 
 
 def config_hash(cfg: DictConfig) -> str:

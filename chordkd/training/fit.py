@@ -117,7 +117,8 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
         teacher_cache=d.teacher_cache, vocabulary=cfg.vocabulary, window=d.window,
         batch_size=d.batch_size, num_workers=d.num_workers, pitch_shift=d.pitch_shift,
         seed=cfg.seed, strict=d.strict, stats_songs=d.stats_songs,
-        noise=OmegaConf.to_container(d.noise),
+        noise=OmegaConf.to_container(d.noise), format=d.format, stream=d.stream,
+        stream_cache=d.stream_cache,
     )
     dm.prepare_data()
     dm.setup("fit")
@@ -203,7 +204,8 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
         # songs each split used: with "skipped", every song of every corpus is accounted for
         "songs": {split: len(ds.songs) for split, ds in
                   (("train", dm.train_set), ("valid", dm.val_set), ("test", dm.test_set))
-                  if ds is not None},
+                  if ds is not None and hasattr(ds, "songs")},  # a stream counts windows
+        "train_windows": len(dm.train_set),
     }
     if cfg.test and d.test and Path(best).is_file():
         results = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
