@@ -140,3 +140,46 @@ def test_stream_format_needs_a_stream_and_teacher_targets():
         load_config(EXPERIMENTS / "stage1.yaml", ["data.format=stream"])
     with pytest.raises(ConfigError, match="data.targets=teacher"):
         load_config(EXPERIMENTS / "baseline.yaml", ["data.format=stream", "data.stream=s"])
+
+
+class SeenBatches:
+    """Records the (song, start) of every training window, in order, into ``self.seen``."""
+
+    def __init__(self) -> None:
+        import lightning as L
+
+        class _Probe(L.Callback):
+            def on_train_batch_start(probe, trainer, pl_module, batch, batch_idx):
+                self.seen += [(int(s), int(f)) for s, f in zip(batch["song"], batch["start"])]
+
+        self.seen: list[tuple[int, int]] = []
+        self.callback = _Probe()
+
+
+def stage1(root: Path, run: Path, *extra: str):
+    return load_config(EXPERIMENTS / "stage1.yaml", [
+        "data.format=stream", f"data.stream={root / 'stream'}", f"data.train={root / 'audio'}",
+        f"data.valid={root / 'audio'}", "data.test=null", f"data.window={WINDOW}",
+        "data.batch_size=2", "data.stats_songs=4", "model.size=small", "logger.kind=csv",
+        "checkpoint.patience=0", "trainer.accelerator=cpu", "trainer.max_epochs=1",
+        "trainer.check_val_every_n_epoch=1", "trainer.enable_progress_bar=false",
+        "optim.schedule=constant", "optim.warmup_steps=0", f"run_dir={run}", *extra])
+
+
+@pytest.mark.slow
+def test_stage1_resumed_mid_epoch_sees_the_rest_of_the_epoch_in_order(stream, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from chordkd.training.fit import fit
+
+    whole = SeenBatches()
+    every_2 = ModelCheckpoint(dirpath=tmp_path / "mid", every_n_train_steps=2, save_top_k=-1,
+                              filename="step{step}", auto_insert_metric_name=False)
+    summary = fit(stage1(stream, tmp_path / "a"), callbacks=[whole.callback, every_2])
+    assert summary["train_windows"] == 15 and summary["global_step"] == 8
+    assert sorted(whole.seen) == sorted(set(whole.seen))  # each window once per epoch
+    rest = SeenBatches()
+    resumed = fit(stage1(stream, tmp_path / "b", f"resume={tmp_path}/mid/step4.ckpt"),
+                  callbacks=[rest.callback])
+    assert resumed["global_step"] == 8
+    assert rest.seen == whole.seen[8:]  # 4 steps of 2 windows done, the other 7 as before
