@@ -93,6 +93,7 @@ noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES, each 
 
 bench: install  ## benchmarks: CQT, data path, labelling, teacher cache, training, scaling -> bench/results.{json,md}
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+	$(BIN)/python bench/scaling.py $(SCALING_ARGS)  # incremental cache, streamed data path
 
 clean:  ## remove runs and generated data (keeps .venv)
 	rm -rf $(RUNS) data bench/out
