@@ -51,6 +51,8 @@ WINDOW, BATCH = 108, 32
 def write_corpus(folder: Path, songs: int, seconds: float, sr: int = 44100) -> Path:
     """``songs`` .wav files of ``seconds`` (reused if present)."""
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(folder.glob("song_*.wav"))[songs:]:
+        stale.unlink()  # a corpus of another size from an earlier run
     for i in range(songs):
         path = folder / f"song_{i:04d}.wav"
         if path.is_file():
@@ -68,8 +70,7 @@ def write_corpus(folder: Path, songs: int, seconds: float, sr: int = 44100) -> P
 
 def fake_teacher_cache(corpus: Path, out: Path, k: int = 8, n_classes: int = 170) -> Path:
     """Random top-``k`` teacher outputs for every song of ``corpus`` on chordkd's frames."""
-    if (out / "index.json").is_file():
-        return out
+    shutil.rmtree(out, ignore_errors=True)
     audio = build_audio_cache(read_manifest(corpus), cache_folder(corpus), progress=False)
     writer = CacheWriter(out)
     rng = np.random.default_rng(0)
@@ -158,8 +159,7 @@ def interleaved(paths: dict[str, Batches], batches: int, rounds: int, with_cqt: 
 def data_path_rounds(corpus: Path, teacher: Path, scratch: Path, rounds: int,
                      batches: int) -> dict:
     stream = scratch / "stream"
-    if not (stream / "index.json").is_file():
-        write_stream(corpus, teacher, str(stream), window=WINDOW, num_workers=1)
+    write_stream(corpus, teacher, str(stream), window=WINDOW, num_workers=1)  # overwrites
     paths = {"mmap": Batches(data_module(corpus, teacher, "mmap", None)),
              "stream": Batches(data_module(corpus, teacher, "stream", stream))}
     hours = paths["mmap"].dm.train_set.audio.total_samples / SETTINGS.sr / 3600

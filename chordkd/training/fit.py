@@ -67,10 +67,15 @@ def _logger(cfg: DictConfig, folder: Path):
     if run_id is None:
         import uuid
 
-        run_id = uuid.uuid4().hex[:12]  # W&B accepts any [a-z0-9] id; kept for resumption
-        from chordkd.atomic import write_text
+        from lightning.fabric.utilities.rank_zero import _get_rank
 
-        write_text(id_file, run_id + "\n")
+        run_id = uuid.uuid4().hex[:12]  # W&B accepts any [a-z0-9] id; kept for resumption
+        # only rank 0 logs to W&B: under torchrun / SLURM every process gets here, and another
+        # rank's id written last would make the resumed job start a new W&B run
+        if (_get_rank() or 0) == 0:
+            from chordkd.atomic import write_text
+
+            write_text(id_file, run_id + "\n")
     os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
     os.environ.setdefault("WANDB_SILENT", "true")
     return WandbLogger(
