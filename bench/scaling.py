@@ -179,8 +179,43 @@ def data_path_rounds(corpus: Path, teacher: Path, scratch: Path, rounds: int,
                                        "stream": len(paths["stream"].dm.train_set) / hours}}
 
 
+# -- 3. per-process bookkeeping ---------------------------------------------------------------
+def traced_bytes(build) -> tuple[int, object]:
+    """Python heap bytes that ``build()``'s result holds (tracemalloc, after collection)."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    obj = build()
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return held, obj
+
+
+def bookkeeping(audio_cache: Path, teacher: Path, songs: int = 2000,
+                song_seconds: float = 240.0) -> dict:
+    """Heap bytes every training process holds per song (the two caches' indexes, opened) and
+    per window (the memory-mapped path's window grid, for ``songs`` songs of 4 minutes)."""
+    from chordkd.data.audio_cache import AudioCache
+    from chordkd.data.datasets import SongRecord, WindowDataset
+    from chordkd.labelling.teacher_cache import TeacherCache
+
+    audio_bytes, audio = traced_bytes(lambda: AudioCache(audio_cache))
+    teacher_bytes, tc = traced_bytes(lambda: TeacherCache(teacher))
+    n = SETTINGS.n_frames(int(song_seconds * SETTINGS.sr))
+    records = [SongRecord(f"song_{i:07d}", int(song_seconds * SETTINGS.sr), n)
+               for i in range(songs)]
+    grid_bytes, ds = traced_bytes(lambda: WindowDataset(records, None, SETTINGS, WINDOW).grid)
+    return {"audio_index_bytes_per_song": audio_bytes / len(audio.songs),
+            "teacher_index_bytes_per_song": teacher_bytes / len(tc),
+            "grid_bytes_per_window": grid_bytes / len(ds), "grid_windows": len(ds)}
+
+
 def markdown(r: dict) -> str:
-    b, d = r["rebuild"], r["data_path"]
+    b, d, m = r["rebuild"], r["data_path"], r["bookkeeping"]
     ok = lambda v: "yes" if v else "**no**"  # noqa: E731
     w, lw, bph = d["windows_per_s"], d["loader_windows_per_s"], d["bytes_per_audio_hour"]
     return "\n".join([
@@ -209,7 +244,14 @@ def markdown(r: dict) -> str:
         f"{d['windows_per_audio_hour']['stream']:.0f} |", "",
         f"Bytes per audio-hour: audio cache {bph['audio_cache'] / 1e6:.0f} MB, teacher cache "
         f"(K=8) {bph['teacher_cache'] / 1e6:.2f} MB, stream (audio + teacher, windows with "
-        f"context) {bph['stream'] / 1e6:.0f} MB.", ""])
+        f"context) {bph['stream'] / 1e6:.0f} MB.", "",
+        "## Bookkeeping per process", "",
+        f"Python heap held by every training process (and DataLoader worker): audio-cache index "
+        f"{m['audio_index_bytes_per_song']:.0f} B per song, teacher-cache index "
+        f"{m['teacher_index_bytes_per_song']:.0f} B per song, the memory-mapped path's window "
+        f"grid {m['grid_bytes_per_window']:.0f} B per window (measured on "
+        f"{m['grid_windows']:,} windows). The streamed path holds litdata's chunk index instead.",
+        ""])
 
 
 def main() -> None:
@@ -229,6 +271,7 @@ def main() -> None:
     write_corpus(small, 10 if args.quick else 24, 60.0)
     teacher = fake_teacher_cache(small, scratch / "teacher_cache")
     data = data_path_rounds(small, teacher, scratch, rounds, batches=3 if args.quick else 6)
+    memory = bookkeeping(scratch / "cache_0", teacher)
     result = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "command": "python bench/scaling.py" + (" --quick" if args.quick else ""),
@@ -236,6 +279,7 @@ def main() -> None:
                    f"torch {torch.__version__}",
         "threads": args.threads, "load": [load0, os.getloadavg()[0]],
         "wall_s": time.perf_counter() - start, "rebuild": rebuild, "data_path": data,
+        "bookkeeping": memory,
     }
     write_json(args.out / "scaling.json", result)
     write_text(args.out / "scaling.md", markdown(result))
