@@ -162,7 +162,8 @@ def stage1(root: Path, run: Path, *extra: str):
         f"data.valid={root / 'audio'}", "data.test=null", f"data.window={WINDOW}",
         "data.batch_size=2", "data.stats_songs=4", "model.size=small", "logger.kind=csv",
         "checkpoint.patience=0", "trainer.accelerator=cpu", "trainer.max_epochs=1",
-        "trainer.check_val_every_n_epoch=1", "trainer.enable_progress_bar=false",
+        "trainer.check_val_every_n_epoch=1", "trainer.limit_val_batches=1",
+        "trainer.enable_progress_bar=false",
         "optim.schedule=constant", "optim.warmup_steps=0", f"run_dir={run}", *extra])
 
 
