@@ -54,15 +54,21 @@ def window_starts(n_frames: int, window: int) -> list[int]:
     return starts if starts[-1] == last else starts + [last]
 
 
-def _song_windows(job: tuple[int, str], audio_dir: str, teacher_dir: str, window: int,
-                  hop: int, n_frames_of: dict[str, int]):
-    """litdata ``optimize`` function: yields the stream items of one song."""
+@functools.lru_cache(maxsize=2)
+def _open_caches(audio_dir: str, teacher_dir: str):
+    # once per writer process, not once per song: opening parses both indexes
     from chordkd.data.audio_cache import AudioCache
     from chordkd.labelling.teacher_cache import TeacherCache
 
+    return AudioCache(audio_dir), TeacherCache(teacher_dir)
+
+
+def _song_windows(job: tuple[int, str], audio_dir: str, teacher_dir: str, window: int,
+                  hop: int, n_frames_of: dict[str, int]):
+    """litdata ``optimize`` function: yields the stream items of one song."""
     index, song_id = job
-    audio = AudioCache(audio_dir)
-    out = TeacherCache(teacher_dir).read(song_id)
+    audio, teacher = _open_caches(audio_dir, teacher_dir)
+    out = teacher.read(song_id)
     n_frames = n_frames_of[song_id]
     scale = audio.songs[song_id].scale
     k = out.values.shape[1]
