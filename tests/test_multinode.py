@@ -1,8 +1,8 @@
 """Two "nodes" on one machine: two torchrun launches on 127.0.0.1 (gloo), one process each.
 
-What a cluster run relies on: ranks found from the launcher's environment, the label cache
-merged from both nodes, the same validation metrics on every rank, and a resumed job that
-continues where the last one stopped.
+What a cluster run relies on: ranks found from the launcher's environment (torchrun's, or the
+variables srun sets for SLURM tasks), the label cache merged from both nodes, the same
+validation metrics on every rank, and a resumed job that continues where the last one stopped.
 """
 
 from __future__ import annotations
@@ -56,25 +56,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def two_nodes(program: list[str], logs: Path, recipe: bool = False) -> None:
-    """Run ``program`` as node 0 and node 1 of a two-node job with static rendezvous on
-    127.0.0.1; fails with both nodes' logs. ``program``: torchrun's script (or ``-m module``)
-    and its arguments, or with ``recipe`` the chordkd arguments given to the shipped
-    ``experiments/cluster/torchrun.sh``."""
+def two_nodes(program: list[str], logs: Path, launcher: str = "torchrun") -> None:
+    """Run ``program`` as node 0 and node 1 of a two-node job on 127.0.0.1, one process per
+    node; fails with both nodes' logs. ``launcher``:
+
+    - ``"torchrun"``: ``program`` is torchrun's script (or ``-m module``) and its arguments;
+    - ``"recipe"``: ``program`` is chordkd's arguments, given to the shipped
+      ``experiments/cluster/torchrun.sh``;
+    - ``"slurm"``: ``program`` is chordkd's arguments; each process gets the variables ``srun``
+      sets for one task of a two-node job (Lightning's SLURM environment reads them).
+    """
     port = free_port()
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1",
-           "CHORDKD_NO_PROGRESS": "1", "WANDB_MODE": "offline", "PYTHON": sys.executable,
-           "NNODES": "2", "NPROC": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC"))}
+    env.update({"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "CHORDKD_NO_PROGRESS": "1",
+                "WANDB_MODE": "offline", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     for node in (0, 1):
-        cmd = ["bash", str(CLUSTER / "torchrun.sh"), *program] if recipe else [
-            sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
-            "--nproc-per-node", "1", "--node-rank", str(node), "--master-addr", "127.0.0.1",
-            "--master-port", str(port), *program]
+        node_env = dict(env)
+        if launcher == "recipe":
+            cmd = ["bash", str(CLUSTER / "torchrun.sh"), *program]
+            node_env.update({"PYTHON": sys.executable, "NNODES": "2", "NPROC": "1",
+                             "NODE_RANK": str(node)})
+        elif launcher == "slurm":
+            cmd = [sys.executable, "-m", "chordkd", *program]
+            node_env.update({"SLURM_JOB_NAME": "chordkd", "SLURM_JOB_ID": "4242",
+                             "SLURM_NTASKS": "2", "SLURM_NNODES": "2",
+                             "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": str(node),
+                             "SLURM_LOCALID": "0", "SLURM_NODEID": str(node)})
+        else:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                   "--nproc-per-node", "1", "--node-rank", str(node), "--master-addr",
+                   "127.0.0.1", "--master-port", str(port), *program]
         out = open(logs / f"node{node}.log", "w")
-        procs.append((subprocess.Popen(cmd, env={**env, "NODE_RANK": str(node)}, stdout=out,
-                                       stderr=subprocess.STDOUT), out))
+        procs.append((subprocess.Popen(cmd, env=node_env, stdout=out, stderr=subprocess.STDOUT),
+                      out))
     try:
         codes = [p.wait(timeout=TIMEOUT) for p, _ in procs]
     except subprocess.TimeoutExpired:
@@ -98,7 +114,7 @@ def test_two_node_label_cache_equals_the_single_process_cache(fixture_btc, tmp_p
     two_nodes(["label", "--teacher", str(teacher), "--audio", str(audio),
                "--out", str(tmp_path / "two"), "--num-nodes", "2", "--devices", "1",
                "--strategy", "ddp", "--accelerator", "cpu", "--num-workers", "0"],
-              tmp_path / "logs", recipe=True)
+              tmp_path / "logs", launcher="recipe")
     # each node wrote the shard of its own rank, and node 0 merged them
     assert len(list((tmp_path / "two").glob("shard-*-r1-*.bin"))) == 1
     report = json.loads((tmp_path / "two" / "label_report.json").read_text())
@@ -106,6 +122,22 @@ def test_two_node_label_cache_equals_the_single_process_cache(fixture_btc, tmp_p
     label_corpus(teacher, audio, tmp_path / "one", num_workers=0,
                  trainer_kwargs={"accelerator": "cpu", "devices": 1})
     assert cache_differences(tmp_path / "two", tmp_path / "one") == []
+
+
+@pytest.mark.slow
+def test_two_slurm_tasks_label_the_same_cache_as_one_process(fixture_btc, tmp_path):
+    teacher = fixture_btc / "checkpoint.pt"
+    audio = write_tone_corpus(tmp_path / "audio", songs=2, seconds=3.0)
+    two_nodes(["label", "--teacher", str(teacher), "--audio", str(audio), "--out",
+               str(tmp_path / "slurm"), "--num-nodes", "2", "--devices", "1", "--strategy",
+               "ddp", "--accelerator", "cpu", "--num-workers", "0"], tmp_path / "logs",
+              launcher="slurm")
+    # ranks came from the SLURM variables (nothing else told the processes apart)
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (tmp_path / "logs" / "node1.log").read_text()
+    assert len(list((tmp_path / "slurm").glob("shard-*-r1-*.bin"))) == 1
+    label_corpus(teacher, audio, tmp_path / "one", num_workers=0,
+                 trainer_kwargs={"accelerator": "cpu", "devices": 1})
+    assert cache_differences(tmp_path / "slurm", tmp_path / "one") == []
 
 
 def fit_args(corpus: Path, run: Path, *extra: str) -> list[str]:
