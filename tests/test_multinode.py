@@ -215,3 +215,20 @@ def test_sbatch_template_runs_fit_with_slurms_node_and_task_counts(tmp_path):
     cfg = load_config(EXPERIMENTS.parent / config, overrides)
     assert (cfg.trainer.num_nodes, cfg.trainer.devices, cfg.trainer.strategy) == (3, 4, "ddp")
     assert cfg.data.num_workers == 7
+
+
+def test_auto_resume_takes_a_newer_slurm_preemption_checkpoint_over_last(tmp_path):
+    from chordkd.training.config import load_config
+    from chordkd.training.fit import _resume_path
+
+    cfg = load_config(EXPERIMENTS / "baseline.yaml", [f"run_dir={tmp_path}"])
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    (ckpts / "last.ckpt").write_bytes(b"end of epoch 3")
+    assert _resume_path(cfg, ckpts) == str(ckpts / "last.ckpt")
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"  # where Lightning saves on SIGUSR1 (default_root_dir)
+    hpc.write_bytes(b"mid-epoch 4")
+    os.utime(hpc, ns=(ckpts.stat().st_mtime_ns + 10**9,) * 2)
+    assert _resume_path(cfg, ckpts) == str(hpc)
+    os.utime(ckpts / "last.ckpt", ns=(hpc.stat().st_mtime_ns + 10**9,) * 2)  # epoch 4 finished
+    assert _resume_path(cfg, ckpts) == str(ckpts / "last.ckpt")

@@ -228,7 +228,11 @@ def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
     if cfg.resume == "never":
         return None  # a fresh run; an existing last.ckpt in the folder is overwritten
     if cfg.resume == "auto":
-        return str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else None
+        # last.ckpt (end of an epoch), or the checkpoint Lightning saved on SLURM's pre-emption
+        # signal (hpc_ckpt_N.ckpt in the run folder, mid-epoch), whichever is newer
+        found = [p for p in [ckpt_dir / "last.ckpt", *ckpt_dir.parent.glob("hpc_ckpt_*.ckpt")]
+                 if p.is_file()]
+        return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
     if cfg.resume == "last":
         return str(ckpt_dir / "last.ckpt")
     if not Path(cfg.resume).is_file():
