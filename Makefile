@@ -91,7 +91,7 @@ noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES, each 
 	    --rounds $(ROUNDS) --sizes $(SIZES) --teacher $(TEACHER_CKPT) \
 	    --teacher-cache $(RUNS)/teacher_cache/pool $(ARGS)
 
-bench: install  ## benchmarks: CQT, data path, labelling, teacher cache, training, scaling -> bench/results.{json,md}
+bench: install  ## benchmarks: CQT, data path, labelling, teacher cache, training, scaling -> bench/results.{json,md}, bench/scaling.{json,md}
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 	$(BIN)/python bench/scaling.py $(SCALING_ARGS)  # incremental cache, streamed data path
 

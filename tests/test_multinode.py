@@ -107,10 +107,20 @@ def two_nodes(program: list[str], logs: Path, launcher: str = "torchrun") -> Non
         pytest.fail(f"two-node job ended with {codes}\n{tails}")
 
 
-@pytest.mark.slow
-def test_two_node_label_cache_equals_the_single_process_cache(fixture_btc, tmp_path):
+@pytest.fixture(scope="module")
+def one_process_cache(fixture_btc, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(teacher, corpus of three 3-second songs, its cache labelled by one process)."""
+    root = tmp_path_factory.mktemp("multinode_label")
     teacher = fixture_btc / "checkpoint.pt"
-    audio = write_tone_corpus(tmp_path / "audio", songs=3, seconds=3.0)
+    audio = write_tone_corpus(root / "audio", songs=3, seconds=3.0)
+    label_corpus(teacher, audio, root / "one", num_workers=0,
+                 trainer_kwargs={"accelerator": "cpu", "devices": 1})
+    return teacher, audio, root / "one"
+
+
+@pytest.mark.slow
+def test_two_node_label_cache_equals_the_single_process_cache(one_process_cache, tmp_path):
+    teacher, audio, reference = one_process_cache
     two_nodes(["label", "--teacher", str(teacher), "--audio", str(audio),
                "--out", str(tmp_path / "two"), "--num-nodes", "2", "--devices", "1",
                "--strategy", "ddp", "--accelerator", "cpu", "--num-workers", "0"],
@@ -119,15 +129,12 @@ def test_two_node_label_cache_equals_the_single_process_cache(fixture_btc, tmp_p
     assert len(list((tmp_path / "two").glob("shard-*-r1-*.bin"))) == 1
     report = json.loads((tmp_path / "two" / "label_report.json").read_text())
     assert report["labelled"] == ["tone_000", "tone_001", "tone_002"]
-    label_corpus(teacher, audio, tmp_path / "one", num_workers=0,
-                 trainer_kwargs={"accelerator": "cpu", "devices": 1})
-    assert cache_differences(tmp_path / "two", tmp_path / "one") == []
+    assert cache_differences(tmp_path / "two", reference) == []
 
 
 @pytest.mark.slow
-def test_two_slurm_tasks_label_the_same_cache_as_one_process(fixture_btc, tmp_path):
-    teacher = fixture_btc / "checkpoint.pt"
-    audio = write_tone_corpus(tmp_path / "audio", songs=2, seconds=3.0)
+def test_two_slurm_tasks_label_the_same_cache_as_one_process(one_process_cache, tmp_path):
+    teacher, audio, reference = one_process_cache
     two_nodes(["label", "--teacher", str(teacher), "--audio", str(audio), "--out",
                str(tmp_path / "slurm"), "--num-nodes", "2", "--devices", "1", "--strategy",
                "ddp", "--accelerator", "cpu", "--num-workers", "0"], tmp_path / "logs",
@@ -135,9 +142,7 @@ def test_two_slurm_tasks_label_the_same_cache_as_one_process(fixture_btc, tmp_pa
     # ranks came from the SLURM variables (nothing else told the processes apart)
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (tmp_path / "logs" / "node1.log").read_text()
     assert len(list((tmp_path / "slurm").glob("shard-*-r1-*.bin"))) == 1
-    label_corpus(teacher, audio, tmp_path / "one", num_workers=0,
-                 trainer_kwargs={"accelerator": "cpu", "devices": 1})
-    assert cache_differences(tmp_path / "slurm", tmp_path / "one") == []
+    assert cache_differences(tmp_path / "slurm", reference) == []
 
 
 def fit_args(corpus: Path, run: Path, *extra: str) -> list[str]:
