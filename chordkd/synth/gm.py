@@ -61,13 +61,17 @@ def draw(rng: np.random.Generator, programs: tuple[int, ...]) -> int:
 
 def describe(roles: dict[str, int], drum_kit: int | None) -> dict[str, str]:
     """Manifest columns for an arrangement: ``instruments`` (``role:program`` pairs, drums as
-    ``drums:128/kit``) and ``families`` (``role:family``), roles in the given order."""
+    ``drums:128/kit``) and ``families`` (``role:family``), ``;``-separated, roles in order.
+
+    >>> describe({"bass": 33, "pad": 89}, 0)["families"]
+    'bass:Bass;pad:Synth Pad;drums:Drums'
+    """
     programs = [f"{role}:{p}" for role, p in roles.items()]
     families = [f"{role}:{family(p)}" for role, p in roles.items()]
     if drum_kit is not None:
         programs.append(f"drums:{DRUM_BANK}/{drum_kit}")
         families.append("drums:Drums")
-    return {"instruments": " ".join(programs), "families": " ".join(families)}
+    return {"instruments": ";".join(programs), "families": ";".join(families)}
 
 
 assert not set(UNSEEN_PROGRAMS) & set().union(*SONG_ROLES.values(), SCORE_VOICES,

@@ -198,9 +198,11 @@ def render_soundfont(score: Score, rng: np.random.Generator,
     from chordkd.synth.soundfont import DRUM_CHANNEL, Channel, humanise, render_events
 
     programs = {part: gm.draw(rng, gm.SONG_ROLES[_ROLE[part]]) for part in _CHANNEL}
-    gains = {"bass": rng.uniform(0.7, 0.95), "chords": rng.uniform(0.6, 0.85),
-             "pad": rng.uniform(0.3, 0.55),
-             "melody": rng.uniform(0.65, 0.9) if score.melody_loud else rng.uniform(0.45, 0.65)}
+    # MIDI volume (CC7, about 40 log10(v) dB). GM basses are sampled loud, and a low note's
+    # energy spreads over neighbouring CQT bins, so the bass sits ~10 dB under the comping.
+    gains = {"bass": rng.uniform(0.4, 0.6), "chords": rng.uniform(0.75, 1.0),
+             "pad": rng.uniform(0.55, 0.8),
+             "melody": rng.uniform(0.5, 0.7) if score.melody_loud else rng.uniform(0.35, 0.5)}
     has_melody = bool((score.notes["part"] == patterns.PARTS.index("melody")).any())
     used = [p for p in _CHANNEL if p != "melody" or has_melody]
     channels = {_CHANNEL[p]: Channel(programs[p], gain=float(gains[p])) for p in used}
@@ -210,7 +212,7 @@ def render_soundfont(score: Score, rng: np.random.Generator,
     drum_kit = None
     if len(score.drums["onset"]):
         drum_kit = gm.draw(rng, gm.DRUM_KITS)
-        channels[DRUM_CHANNEL] = Channel(drum_kit, drums=True, gain=float(rng.uniform(0.45, 0.75)))
+        channels[DRUM_CHANNEL] = Channel(drum_kit, drums=True, gain=float(rng.uniform(0.25, 0.4)))
         keys = np.array([36, int(rng.choice([38, 40])), int(rng.choice([42, 44, 51]))])
         drums = {"onset": score.drums["onset"], "duration": np.full(len(score.drums["onset"]), 0.1),
                  "pitch": keys[score.drums["kind"]], "velocity": score.drums["velocity"],
