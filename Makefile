@@ -28,6 +28,7 @@ $(BIN)/chordkd: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchaudio==2.11.0
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps 'tinysoundfont>=0.3.7,<0.4'  # its pyaudio dep does not build
 	touch $@
 
 install: $(BIN)/chordkd  ## make .venv and install chordkd with its test extras

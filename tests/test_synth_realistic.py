@@ -241,3 +241,31 @@ def test_unknown_source_gives_a_one_line_error_naming_it(tmp_path, capsys):
     code = main(["synth", "--out", str(tmp_path / "o"), "--songs", "1", "--source", "imslp"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "'imslp'" in err
+
+
+def test_score_label_agreement_is_reported_and_drops_for_wrong_labels(score_corpus, tmp_path):
+    import json
+    import shutil
+
+    from chordkd.annotations import read_lab, write_lab
+    from chordkd.synth.harmony import PITCH_NAMES
+    from chordkd.synth.scores import label_agreement
+
+    report = json.loads((score_corpus / "score_labels.json").read_text())
+    assert report["segments"] > 0 and 0.0 <= report["agreement"] <= 1.0
+    # The same audio with every chord moved a tritone away must agree far less.
+    wrong = tmp_path / "wrong"
+    shutil.copytree(score_corpus, wrong, ignore=shutil.ignore_patterns("score_cache", "*.json"))
+    for lab in (wrong / "labels_aside").glob("*.lab"):
+        intervals, labels = read_lab(lab)
+        moved = []
+        for label in labels:
+            if label == "N":
+                moved.append(label)
+                continue
+            root, rest = label.split(":")
+            moved.append(f"{PITCH_NAMES[(PITCH_NAMES.index(root) + 6) % 12]}:{rest}")
+        write_lab(lab, intervals, moved)
+    manifest = wrong / "manifest_aside.csv"
+    manifest.write_text(manifest.read_text().replace(str(score_corpus), str(wrong)))
+    assert label_agreement(wrong)["agreement"] < report["agreement"] - 0.3

@@ -239,7 +239,12 @@ def make_corpus(
                      labels_aside, source, score_cache, unseen_instruments)
     info = {"seed": seed, "first_index": first_index, "songs": songs, "seconds": float(seconds),
             "style": style, "renderer": renderer, "source": source}
-    return build_part(out, jobs, labels_aside, workers, progress, desc, info)
+    rows = build_part(out, jobs, labels_aside, workers, progress, desc, info)
+    if source == "music21":
+        from chordkd.synth.scores import label_agreement
+
+        label_agreement(out)
+    return rows
 
 
 def _sources(jobs: list[dict]) -> list[dict]:
@@ -343,6 +348,11 @@ def make_preset(
                 "renderer": renderer}
         result[part_name] = build_part(folder, jobs, not labelled, workers, progress,
                                        f"synth {name}/{part_name}", info)
+        scored = {j["id"] for j in jobs if j["source"] == "music21"}
+        if scored:
+            from chordkd.synth.scores import label_agreement
+
+            label_agreement(folder, scored)
         summary[part_name] = {
             "labelled": labelled, "songs": len(jobs),
             "hours": round(sum(float(r["duration"]) for r in result[part_name]) / 3600, 4),

@@ -326,3 +326,74 @@ def label_beats(w: Work, start: float, span: float, intro: float, spq: float,
     bounds.append(duration)
     intervals = np.array(list(zip(bounds[:-1], bounds[1:])), dtype=np.float64)
     return intervals, labels
+
+
+def tuned_chroma(magnitude: np.ndarray, tuning_cents: float) -> np.ndarray:
+    """Fold CQT magnitudes ``[frames, 144]`` (24 bins per octave from C1) to a chroma
+    ``[frames, 12]``: each bin to the pitch class nearest to it once the song's tuning offset
+    (cents) is removed, as a chroma with tuning estimation would."""
+    semitones = np.arange(magnitude.shape[1]) / 2 - tuning_cents / 100
+    pcs = np.floor(semitones + 0.5).astype(int) % 12
+    chroma = np.zeros((magnitude.shape[0], 12))
+    np.add.at(chroma.T, pcs, magnitude.T)
+    return chroma
+
+
+def label_agreement(folder: str | os.PathLike, ids: set[str] | None = None) -> dict:
+    """How well a part's labels (``manifest_aside.csv``, else ``manifest.csv``) agree with
+    its audio: the share of labelled (non-``N``) segments whose chord's pitch classes hold
+    more than half of the chroma energy (the project's CQT front end, tuned by each song's
+    known offset). ``ids``: only these songs. Writes ``score_labels.json`` in ``folder``."""
+    import mir_eval
+    import soundfile as sf
+    import torch
+
+    from chordkd.annotations import read_lab
+    from chordkd.atomic import write_json
+    from chordkd.data.manifest import read_manifest
+    from chordkd.features import LogCQT
+
+    folder = Path(folder)
+    manifest = folder / "manifest_aside.csv"
+    songs = read_manifest(manifest if manifest.is_file() else folder / "manifest.csv")
+    songs = [s for s in songs if (ids is None or s.id in ids) and s.labels is not None]
+    made_from = hashlib.sha1(" ".join(s.extra.get("audio_sha1", "") + s.extra.get(
+        "labels_sha1", "") for s in songs).encode()).hexdigest()
+    previous = folder / "score_labels.json"
+    if previous.is_file():
+        try:
+            old = json.loads(previous.read_text())
+            if old.get("made_from") == made_from:
+                return old
+        except (OSError, ValueError):
+            pass
+    cqt = LogCQT()
+    fractions = []
+    for song in songs:
+        audio, _ = sf.read(str(song.audio), dtype="float32")
+        with torch.no_grad():
+            mag = torch.exp(cqt(torch.from_numpy(audio))).numpy()
+        chroma = tuned_chroma(mag, float(song.extra["tuning_cents"]))
+        centres = np.arange(len(chroma)) * cqt.settings.frame_seconds
+        intervals, labels = read_lab(song.labels)
+        for (start, end), label in zip(intervals, labels):
+            inside = (centres >= start) & (centres < end)
+            if label == "N" or not inside.any():
+                continue
+            root, bitmap, _ = mir_eval.chord.encode(label)
+            in_chord = np.roll(bitmap, root).astype(bool)
+            energy = chroma[inside].sum(axis=0)
+            fractions.append(float(energy[in_chord].sum() / max(energy.sum(), 1e-12)))
+    f = np.array(fractions)
+    report = {
+        "segments": int(len(f)),
+        "agreement": round(float((f > 0.5).mean()), 4) if len(f) else None,
+        "mean_chord_share_of_chroma": round(float(f.mean()), 4) if len(f) else None,
+        "measure": "share of non-N segments whose chord pitch classes hold > 50% of the "
+                   "tuned CQT chroma energy",
+        "note": "score-derived labels (per beat, all sounding notes): analysis only, "
+                "never ground truth and never read by training",
+        "songs": len(songs), "made_from": made_from,
+    }
+    write_json(folder / "score_labels.json", report)
+    return report
