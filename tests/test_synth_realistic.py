@@ -120,6 +120,16 @@ def test_every_lab_parses_with_mir_eval_and_covers_its_audio(corpus, label_dir, 
         assert np.allclose(intervals[1:, 0], intervals[:-1, 1])
 
 
+def test_corpus_json_names_every_source_and_its_licence(sf_corpus, score_corpus):
+    import json
+
+    for folder, keys in ((sf_corpus, {"harmony", "soundfont"}),
+                         (score_corpus, {"music21", "soundfont"})):
+        sources = json.loads((folder / "corpus.json").read_text())["sources"]
+        assert {s["key"] for s in sources} == keys
+        assert all(s["name"] and s["licence"] for s in sources)
+
+
 def test_score_labels_stay_aside_and_out_of_the_training_manifest(score_corpus):
     songs = read_manifest(score_corpus / "manifest.csv")
     assert all(s.labels is None for s in songs)

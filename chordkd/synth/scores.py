@@ -114,11 +114,22 @@ def load_work(path: str, cache_dir: str | os.PathLike | None = None) -> Work:
         try:
             with np.load(cached, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
+                if "unusable" in meta:
+                    raise ChordkdError(meta["unusable"])
                 return Work(path=path, onset=z["onset"], duration=z["duration"], pitch=z["pitch"],
                             velocity=z["velocity"], part=z["part"], **meta)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError) as e:
+            if isinstance(e, ChordkdError):
+                raise
             log.warning("%s: unreadable score cache; parsing again", cached)
-    work = _parse(path)
+    try:
+        work = _parse(path)
+    except ChordkdError as e:  # remembered, so a later run does not parse it again
+        if cached is not None:
+            buf = io.BytesIO()
+            np.savez(buf, meta=np.array(json.dumps({"unusable": str(e)})))
+            write_bytes(cached, buf.getvalue())
+        raise
     if cached is not None:
         buf = io.BytesIO()
         meta = {k: getattr(work, k) for k in ("n_parts", "quarter_bpm", "key", "composer", "title")}
@@ -171,13 +182,16 @@ def _parse(path: str) -> Work:
 
 def choose_work(rng: np.random.Generator, works: list[str]) -> list[str]:
     """Works in the order to try: a folder drawn with weight sqrt(its size), so Palestrina's
-    1,300 files do not drown the rest, then a work within it, then its successors."""
+    1,300 files do not drown the rest, then a work within it, then its successors in the
+    folder, then every other work from there on (for when the first choices are unusable)."""
     folders = sorted({w.split("/")[0] for w in works})
     sizes = np.array([sum(w.startswith(f + "/") for w in works) for f in folders], float)
     folder = folders[int(rng.choice(len(folders), p=np.sqrt(sizes) / np.sqrt(sizes).sum()))]
     members = [w for w in works if w.startswith(folder + "/")]
     k = int(rng.integers(len(members)))
-    return members[k:] + members[:k]
+    first = members[k:] + members[:k]
+    seen, at = set(first), works.index(first[0])
+    return first + [w for w in works[at:] + works[:at] if w not in seen]
 
 
 @dataclass
