@@ -16,9 +16,9 @@ from chordkd.data.manifest import read_manifest
 from chordkd.errors import ChordkdError
 from chordkd.synth import gm, make_corpus
 from chordkd.synth.presets import PRESETS, part_plan
+from chordkd.synth.score_labels import chord_of
 from chordkd.synth.scores import (
     candidate_works,
-    chord_of,
     compose_excerpt,
     corpus_root,
     load_work,
@@ -259,7 +259,7 @@ def test_score_label_agreement_is_reported_and_drops_for_wrong_labels(score_corp
 
     from chordkd.annotations import read_lab, write_lab
     from chordkd.synth.harmony import PITCH_NAMES
-    from chordkd.synth.scores import label_agreement
+    from chordkd.synth.score_labels import label_agreement
 
     report = json.loads((score_corpus / "score_labels.json").read_text())
     assert report["segments"] > 0 and 0.0 <= report["agreement"] <= 1.0

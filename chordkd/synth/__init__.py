@@ -4,7 +4,8 @@ Modules, in the order data flows: ``harmony`` (key-aware chord progressions, Har
 ``patterns`` (voicings, accompaniment, bass, melody, drums as note events), ``render`` (the
 numpy synthesizer), ``gm`` and ``soundfont`` (the same events on sampled General MIDI
 instruments), ``song`` (one song: score and audio), ``scores`` (excerpts of music21's real
-scores), ``holdout`` (works never rendered), ``presets`` (styles and the presets' sizes),
+scores; ``score_labels`` names their chords for analysis), ``holdout`` (works never
+rendered), ``presets`` (styles and the presets' sizes),
 ``corpus`` (files on disk), ``cli`` (``chordkd synth``).
 
 >>> from chordkd.synth import synthesize_song

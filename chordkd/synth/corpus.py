@@ -241,7 +241,7 @@ def make_corpus(
             "style": style, "renderer": renderer, "source": source}
     rows = build_part(out, jobs, labels_aside, workers, progress, desc, info)
     if source == "music21":
-        from chordkd.synth.scores import label_agreement
+        from chordkd.synth.score_labels import label_agreement
 
         label_agreement(out)
     return rows
@@ -350,7 +350,7 @@ def make_preset(
                                        f"synth {name}/{part_name}", info)
         scored = {j["id"] for j in jobs if j["source"] == "music21"}
         if scored:
-            from chordkd.synth.scores import label_agreement
+            from chordkd.synth.score_labels import label_agreement
 
             label_agreement(folder, scored)
         summary[part_name] = {
