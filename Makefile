@@ -92,8 +92,9 @@ noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES, each 
 	    --rounds $(ROUNDS) --sizes $(SIZES) --teacher $(TEACHER_CKPT) \
 	    --teacher-cache $(RUNS)/teacher_cache/pool $(ARGS)
 
-bench: install  ## benchmarks: CQT, data path, labelling, teacher cache, training, scaling -> bench/results.{json,md}
+bench: install  ## benchmarks: CQT, data path, labelling, teacher cache, training, scaling, synthesis -> bench/*.{json,md}
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+	$(BIN)/python bench/realistic_synth.py $(filter --quick,$(BENCH_ARGS))
 
 clean:  ## remove runs and generated data (keeps .venv)
 	rm -rf $(RUNS) data bench/out
