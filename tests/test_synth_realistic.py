@@ -62,10 +62,11 @@ def test_soundfont_songs_are_byte_identical_in_any_number_of_workers(sf_corpus, 
     assert _files(tmp_path) == _files(sf_corpus)
 
 
-def test_score_excerpts_are_byte_identical_with_or_without_a_parse_cache(score_corpus, tmp_path):
-    # score_corpus parsed afresh; this run reads another, pre-filled cache.
+def test_score_excerpts_are_byte_identical_with_a_warm_cache_and_two_workers(score_corpus,
+                                                                             tmp_path):
+    # score_corpus parsed afresh in one process; this run reads its cache in two.
     make_corpus(tmp_path / "warm", songs=2, seconds=10.0, seed=4, source="music21",
-                renderer="soundfont", workers=1, progress=False,
+                renderer="soundfont", workers=2, progress=False,
                 score_cache=score_corpus / "score_cache")
     assert _files(tmp_path / "warm") == _files(score_corpus)
 
