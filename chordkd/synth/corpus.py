@@ -159,7 +159,8 @@ def _reusable(previous: dict[str, dict], job: dict) -> dict | None:
         return None
     if _sha1(Path(job["labels"])) != row.get("labels_sha1"):
         return None
-    return dict(row, audio=job["audio"], labels=job["labels"])
+    # Rows written before the source column existed are harmony-model songs.
+    return dict({"source": "harmony model"}, **row, audio=job["audio"], labels=job["labels"])
 
 
 def _read_rows(path: Path) -> dict[str, dict]:

@@ -237,7 +237,7 @@ def compose_excerpt(seed: int, index: int, seconds: float, cache_dir: str | os.P
     qpm = float(np.clip(qpm, 40, 200))
     intro, tail = float(rng.uniform(0.5, 1.5)), float(rng.uniform(1.0, 2.0))
     end_ql = float((w.onset + w.duration).max())
-    span_ql = max(4.0, math.floor((seconds - intro - tail) * qpm / 60))
+    span_ql = max(1.0, math.floor((seconds - intro - tail) * qpm / 60))
     starts = np.arange(0.0, max(0.0, end_ql - span_ql) + 1e-9, 4.0)
     start = float(starts[int(rng.integers(len(starts)))])
     span_ql = min(span_ql, end_ql - start)
