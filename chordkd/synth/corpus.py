@@ -160,7 +160,7 @@ def _reusable(previous: dict[str, dict], job: dict) -> dict | None:
     if _sha1(Path(job["labels"])) != row.get("labels_sha1"):
         return None
     # Rows written before the source column existed are harmony-model songs.
-    return dict({"source": "harmony model"}, **row, audio=job["audio"], labels=job["labels"])
+    return {"source": "harmony model", **row, "audio": job["audio"], "labels": job["labels"]}
 
 
 def _read_rows(path: Path) -> dict[str, dict]:
