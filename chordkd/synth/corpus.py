@@ -11,7 +11,10 @@ files are intact and only synthesises the missing or stale ones.
 
 An unlabelled part (``labels_aside=True``, the demo's ``pool``) has an empty labels column in
 ``manifest.csv``; its labels go to ``labels_aside/`` and ``manifest_aside.csv`` for analysis
-only, never for training.
+only, never for training. Songs come from a source: the harmony model (``song_*``, rendered
+by the numpy synthesizer or a SoundFont) or music21's scores (``score_*``, always unlabelled;
+one folder may hold both, as the ``realistic`` pool does). ``corpus.json`` names every source
+and its licence.
 """
 
 from __future__ import annotations
