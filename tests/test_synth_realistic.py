@@ -280,3 +280,31 @@ def test_score_label_agreement_is_reported_and_drops_for_wrong_labels(score_corp
     manifest = wrong / "manifest_aside.csv"
     manifest.write_text(manifest.read_text().replace(str(score_corpus), str(wrong)))
     assert label_agreement(wrong)["agreement"] < report["agreement"] - 0.3
+
+
+def test_a_realistic_shaped_preset_mixes_sources_in_its_pool(tmp_path, monkeypatch):
+    import json
+
+    from chordkd.synth import corpus as corpus_module
+    from chordkd.synth import make_preset
+    from chordkd.synth.presets import Part, Preset
+
+    tiny = Preset(style="demo", seconds=6.0, renderer="soundfont", parts={
+        "train": Part(first_index=0, songs=1),
+        "pool": (Part(first_index=100, songs=1, labelled=False, pool=True),
+                 Part(first_index=0, songs=1, labelled=False, source="music21", seconds=8.0,
+                      pool=True)),
+        "test_scores": Part(first_index=50, songs=1, labelled=False, source="music21",
+                            unseen_instruments=True),
+    })
+    monkeypatch.setitem(corpus_module.PRESETS, "tiny", tiny)
+    make_preset("tiny", tmp_path, renderer="builtin", workers=1, progress=False)
+    pool = read_manifest(tmp_path / "pool")
+    assert {s.extra["source"] for s in pool} == {"harmony model", "music21"}
+    assert all(s.labels is None and s.extra["renderer"] == "soundfont" for s in pool)
+    assert [s.id for s in read_manifest(tmp_path / "train", require_labels=True)] == ["song_00000"]
+    # The pool's score-label report covers its score excerpt only.
+    assert json.loads((tmp_path / "pool" / "score_labels.json").read_text())["songs"] == 1
+    summary = json.loads((tmp_path / "corpus.json").read_text())
+    assert summary["renderer"] == "soundfont" and not summary["parts"]["pool"]["labelled"]
+    assert (tmp_path / "score_cache").is_dir()
