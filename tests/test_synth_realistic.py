@@ -94,6 +94,7 @@ def test_no_held_out_work_is_a_candidate_and_each_listed_chorale_exists():
 
 
 @pytest.mark.parametrize("work", ["bach/bwv269.mxl", "bach/bwv277.krn", "bach/bwv248.12-2",
+                                  "/elsewhere/BWV347.musicxml",
                                   "monteverdi/madrigal.3.1.mxl",
                                   "bach/choraleAnalyses/riemenschneider001.rntxt"])
 def test_held_out_works_are_refused_by_name(work, tmp_path):

@@ -7,7 +7,7 @@ mix goes through a room (:func:`chordkd.synth.render.room_reverb`, a convolution
 synthetic impulse response) and is peak-normalised. A fresh synthesizer renders each song, so
 a song's audio depends on nothing but its events (byte-identical in any order or process).
 
->>> audio = render_events(events, [Channel(0), Channel(33)], n_samples=22050 * 10,
+>>> audio = render_events(events, {0: Channel(0), 1: Channel(33)}, n_samples=22050 * 10,
 ...                       tuning_cents=0.0, rng=np.random.default_rng(0))
 """
 
