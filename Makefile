@@ -28,6 +28,7 @@ $(BIN)/chordkd: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchaudio==2.11.0
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps 'tinysoundfont>=0.3.7,<0.4'  # its pyaudio dep does not build
 	touch $@
 
 install: $(BIN)/chordkd  ## make .venv and install chordkd with its test extras
@@ -91,9 +92,10 @@ noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES, each 
 	    --rounds $(ROUNDS) --sizes $(SIZES) --teacher $(TEACHER_CKPT) \
 	    --teacher-cache $(RUNS)/teacher_cache/pool $(ARGS)
 
-bench: install  ## benchmarks: CQT, data path, labelling, teacher cache, training, scaling -> bench/results.{json,md}, bench/scaling.{json,md}
+bench: install  ## benchmarks: CQT, data path, labelling, teacher cache, training, scaling, synthesis -> bench/*.{json,md}
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 	$(BIN)/python bench/scaling.py $(SCALING_ARGS)  # incremental cache, streamed data path
+	$(BIN)/python bench/realistic_synth.py $(filter --quick,$(BENCH_ARGS))
 
 clean:  ## remove runs and generated data (keeps .venv)
 	rm -rf $(RUNS) data bench/out

@@ -15,10 +15,10 @@ from chordkd.cli import main
 from chordkd.data.manifest import read_manifest
 from chordkd.synth import QUALITIES, compose_song, make_corpus, make_preset, synthesize_song
 from chordkd.synth import corpus as corpus_module
-from chordkd.synth.fluid import FLUIDSYNTH_MISSING
 from chordkd.synth.harmony import QUALITY_INTERVALS, RARE_QUALITIES
 from chordkd.synth.patterns import PARTS
-from chordkd.synth.presets import PRESETS, STYLES, Part, Preset
+from chordkd.synth.presets import PRESETS, STYLES, Part, Preset, part_plan
+from chordkd.synth.soundfont import TINYSOUNDFONT_MISSING
 
 SR = 22050
 HOP = 2048
@@ -233,8 +233,13 @@ def test_n_regions_are_quiet_or_drums_only():
 
 def test_preset_parts_take_disjoint_song_indices():
     for preset in PRESETS.values():
-        ranges = sorted((p.first_index, p.first_index + p.songs) for p in preset.parts.values())
-        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(ranges, ranges[1:]))
+        for pool_hours in ([None, 10.0] if preset.renderer else [None]):
+            parts = [p for ps in part_plan(preset, pool_hours).values() for p in ps]
+            for source in {p.source for p in parts}:  # ids are per source (song_, score_)
+                ranges = sorted((p.first_index, p.first_index + p.songs)
+                                for p in parts if p.source == source)
+                assert all(a_end <= b_start
+                           for (_, a_end), (b_start, _) in zip(ranges, ranges[1:]))
     demo = PRESETS["demo"].parts
     assert set(demo) == {"teacher", "pool", "train", "valid", "test"}
     assert not demo["pool"].labelled and demo["pool"].songs > 4 * demo["train"].songs
@@ -290,9 +295,14 @@ def test_cli_writes_a_corpus(tmp_path, capsys):
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--preset", "demo", "--songs", "3"], "--preset sets the sizes"),
         (["--songs", "2", "--style", "baroque"], "unknown style 'baroque'"),
-        (["--songs", "2", "--renderer", "fluidsynth"], "needs --soundfont"),
-        (["--songs", "2", "--renderer", "fluidsynth", "--soundfont", "/nonexistent/gm.sf2"],
-         "no such soundfont file"),
+        (["--songs", "2", "--soundfont", "/nonexistent/gm.sf2"], "only used with --renderer"),
+        (["--songs", "2", "--renderer", "soundfont", "--soundfont", "/nonexistent/gm.sf2"],
+         "/nonexistent/gm.sf2: no such soundfont file"),
+        (["--songs", "2", "--source", "imslp"], "unknown source 'imslp'"),
+        (["--songs", "2", "--source", "music21", "--renderer", "builtin"],
+         "renders with --renderer soundfont only"),
+        (["--preset", "demo", "--pool-hours", "3"], "--pool-hours sizes the pool"),
+        (["--preset", "realistic", "--pool-hours", "0"], "--pool-hours must be positive"),
         ([], "--songs N is required"),
     ],
 )
@@ -311,15 +321,13 @@ def test_unwritable_output_folder_gives_a_one_line_error(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and "cannot create the output folder" in err
 
 
-def test_fluidsynth_without_pyfluidsynth_says_how_to_install(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "fluidsynth", None)  # import fluidsynth -> ImportError
-    soundfont = tmp_path / "gm.sf2"
-    soundfont.write_bytes(b"RIFF")
+def test_soundfont_without_tinysoundfont_says_how_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tinysoundfont", None)  # import -> ImportError
     code = main(["synth", "--out", str(tmp_path / "out"), "--songs", "1",
-                 "--renderer", "fluidsynth", "--soundfont", str(soundfont)])
+                 "--renderer", "soundfont"])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert err == f"chordkd synth: error: {FLUIDSYNTH_MISSING}"
+    assert err == f"chordkd synth: error: {TINYSOUNDFONT_MISSING}"
 
 
 def test_quality_table_matches_mir_eval():

@@ -2,9 +2,11 @@
 
 Modules, in the order data flows: ``harmony`` (key-aware chord progressions, Harte labels),
 ``patterns`` (voicings, accompaniment, bass, melody, drums as note events), ``render`` (the
-numpy synthesizer; ``fluid`` plays the same events through FluidSynth), ``song`` (one song:
-score and audio), ``presets`` (styles and the demo's sizes), ``corpus`` (files on disk),
-``cli`` (``chordkd synth``).
+numpy synthesizer), ``gm`` and ``soundfont`` (the same events on sampled General MIDI
+instruments), ``song`` (one song: score and audio), ``scores`` (excerpts of music21's real
+scores; ``score_labels`` names their chords for analysis), ``holdout`` (works never
+rendered), ``presets`` (styles and the presets' sizes),
+``corpus`` (files on disk), ``cli`` (``chordkd synth``).
 
 >>> from chordkd.synth import synthesize_song
 >>> audio, intervals, labels, meta = synthesize_song(seed=0, index=0, seconds=12)

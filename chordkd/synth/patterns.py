@@ -1,7 +1,7 @@
 """From chords to notes: voicings, accompaniment patterns, a bass line, a melody, drums.
 
 Everything here is symbolic (MIDI pitches, seconds); :mod:`chordkd.synth.render` turns it into
-sound, and the FluidSynth renderer plays the very same events. Registers: bass in octave 2
+sound, and the SoundFont renderer plays the very same events. Registers: bass in octave 2
 (MIDI 36-47), chord tones in octaves 3-5 (MIDI 48-84), melody above (MIDI 72-91).
 
 The labels stay what a careful annotator would write: accompaniment and bass only sound chord

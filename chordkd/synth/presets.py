@@ -13,7 +13,7 @@ paper's setting: far more unlabelled than labelled audio).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -90,20 +90,52 @@ STYLES: dict[str, Style] = {
 }
 
 
+SOURCES = ("harmony", "music21")
+
+
 @dataclass(frozen=True)
 class Part:
-    """One sub-corpus of a preset: ``songs`` songs from index ``first_index`` on."""
+    """One sub-corpus of a preset: ``songs`` songs from index ``first_index`` on.
+
+    ``source``: ``harmony`` (the harmony model) or ``music21`` (score excerpts, always
+    unlabelled); ``seconds``: song length (default: the preset's); ``pool``: resized by
+    ``--pool-hours``; ``unseen_instruments``: GM programs no other part uses.
+    """
 
     first_index: int
     songs: int
     labelled: bool = True  # False: empty labels column; labels aside in labels_aside/
+    source: str = "harmony"
+    seconds: float | None = None
+    pool: bool = False
+    unseen_instruments: bool = False
 
 
 @dataclass(frozen=True)
 class Preset:
+    """``parts``: folder name -> one :class:`Part`, or several that share the folder."""
+
     style: str
     seconds: float
-    parts: dict[str, Part]
+    parts: dict[str, Part | tuple[Part, ...]]
+    renderer: str | None = None  # fixed renderer (None: the caller's --renderer)
+
+
+def part_plan(preset: Preset, pool_hours: float | None = None) -> dict[str, tuple[Part, ...]]:
+    """Each folder's parts, with ``pool`` parts resized so that all of them together hold
+    ``pool_hours`` hours (in the proportions the preset gives them)."""
+    plan = {k: (v,) if isinstance(v, Part) else tuple(v) for k, v in preset.parts.items()}
+    if pool_hours is None:
+        return plan
+    if not pool_hours > 0:
+        raise ValueError(f"pool hours must be positive, got {pool_hours}")
+    pool = [p for parts in plan.values() for p in parts if p.pool]
+    if not pool:
+        raise ValueError("this preset has no pool to size")
+    hours = sum(p.songs * (p.seconds or preset.seconds) for p in pool) / 3600
+    scale = pool_hours / hours
+    return {k: tuple(replace(p, songs=max(1, round(p.songs * scale))) if p.pool else p
+                     for p in parts) for k, parts in plan.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,6 +156,25 @@ PRESETS: dict[str, Preset] = {
         style="shifted",
         seconds=40.0,
         parts={"test": Part(first_index=50_000, songs=16)},
+    ),
+    # realistic: sampled GM instruments (SoundFont) and real scores. 10 min labelled
+    # (train: teacher and students), a 2-hour unlabelled pool (12x: half score excerpts of
+    # 60 s, half harmony-model songs; --pool-hours scales it), valid and test from the
+    # harmony model, and score excerpts on instruments no other part uses. ~2.5 h in all.
+    "realistic": Preset(
+        style="demo",
+        seconds=30.0,
+        renderer="soundfont",
+        parts={
+            "train": Part(first_index=60_000, songs=20),
+            "pool": (Part(first_index=70_000, songs=120, labelled=False, pool=True),
+                     Part(first_index=0, songs=60, labelled=False, source="music21",
+                          seconds=60.0, pool=True)),
+            "valid": Part(first_index=80_000, songs=8),
+            "test": Part(first_index=90_000, songs=16),
+            "test_scores": Part(first_index=10_000, songs=16, labelled=False, source="music21",
+                                unseen_instruments=True),
+        },
     ),
 }
 # ---------------------------------------------------------------------------------------------

@@ -372,7 +372,7 @@ def render_builtin(rng: np.random.Generator, notes: dict[str, np.ndarray],
         kit = _drum_samples(rng)
         for onset, kind, vel in zip(drum_hits["onset"], drum_hits["kind"], drum_hits["velocity"]):
             _add(out, kit[int(kind)] * np.float32(vel * mix.drum_gain), int(round(onset * SR)))
-    out = _reverb(rng, out, mix.reverb_seconds, mix.reverb_wet)
+    out = room_reverb(rng, out, mix.reverb_seconds, mix.reverb_wet)
     # Tone: blend with a one-pole low-passed copy (dark songs lose their top octave).
     a = 0.75
     dark = signal.lfilter([1 - a], [1, -a], out).astype(np.float32)
@@ -414,7 +414,7 @@ def _add(out: np.ndarray, seg: np.ndarray, start: int) -> None:
         out[start:end] += seg[: end - start]
 
 
-def _reverb(rng: np.random.Generator, dry: np.ndarray, rt60: float, wet: float) -> np.ndarray:
+def room_reverb(rng: np.random.Generator, dry: np.ndarray, rt60: float, wet: float) -> np.ndarray:
     """A room: exponentially decaying noise, darkened, as an impulse response (unit energy)."""
     n = int(rt60 * SR)
     t = _time(n)
@@ -426,4 +426,5 @@ def _reverb(rng: np.random.Generator, dry: np.ndarray, rt60: float, wet: float) 
     return dry + np.float32(wet) * tail
 
 
-__all__ = ["DRUMS", "SR", "TIMBRES", "Mix", "Timbre", "draw_mix", "midi_to_hz", "render_builtin"]
+__all__ = ["DRUMS", "SR", "TIMBRES", "Mix", "Timbre", "draw_mix", "midi_to_hz", "render_builtin",
+           "room_reverb"]

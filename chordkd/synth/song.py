@@ -23,7 +23,7 @@ from chordkd.synth.harmony import Chord
 from chordkd.synth.presets import STYLES, Style, pick
 from chordkd.synth.render import SR, draw_mix, render_builtin
 
-RENDERERS = ("builtin", "fluidsynth")
+RENDERERS = ("builtin", "soundfont")
 MIN_SECONDS = 5.0  # room for 0.5-0.75 s of N at each end and a few beats of chords
 _PLAN, _HARMONY, _NOTES, _SOUND = range(4)
 
@@ -171,11 +171,74 @@ def synthesize_song(
     if renderer == "builtin":
         audio = render_builtin(rng, score.notes, score.drums, score.n_samples, score.timbres,
                                score.meta["tuning_cents"], mix)
+        meta = dict(score.meta, renderer=renderer, source="harmony model")
     else:
-        from chordkd.synth.fluid import render_fluidsynth
-
-        timbres = {"melody": "lead", **score.timbres}
-        audio = render_fluidsynth(score.notes, score.drums, score.n_samples, timbres,
-                                  score.meta["tuning_cents"], soundfont, SR, mix.peak)
-    meta = dict(score.meta, renderer=renderer)
+        audio, instruments = render_soundfont(score, rng, soundfont)
+        meta = dict(score.meta, renderer=renderer, source="harmony model", **instruments)
     return audio, score.intervals, score.labels, meta
+
+
+# MIDI channels of a SoundFont arrangement (drums on the GM percussion channel).
+_CHANNEL = {"bass": 0, "chords": 1, "pad": 2, "melody": 3}
+_ROLE = {"bass": "bass", "chords": "comping", "pad": "pad", "melody": "melody"}
+
+
+def render_soundfont(score: Score, rng: np.random.Generator,
+                     soundfont: str | os.PathLike | None = None) -> tuple[np.ndarray, dict]:
+    """Play a song's score on sampled GM instruments drawn per song (see ``synth.gm``).
+
+    The arrangement: the score's bass, comping (its accompaniment pattern) and melody, plus
+    a sustained pad or strings holding each chord's tones for the chord's span, and the
+    drums on a GM kit. Onsets and velocities are humanised (a few milliseconds, so labels
+    stay exact at the frame rate). Returns float32 ``[n_samples]`` audio and the manifest's
+    instrument columns (``instruments``, ``families``, ``timbre``, ``bass_timbre``,
+    ``melody_timbre`` as GM names).
+    """
+    from chordkd.synth import gm
+    from chordkd.synth.soundfont import DRUM_CHANNEL, Channel, humanise, render_events
+
+    programs = {part: gm.draw(rng, gm.SONG_ROLES[_ROLE[part]]) for part in _CHANNEL}
+    # MIDI volume (CC7, about 40 log10(v) dB). GM basses are sampled loud, and a low note's
+    # energy spreads over neighbouring CQT bins, so the bass sits ~10 dB under the comping.
+    gains = {"bass": rng.uniform(0.4, 0.6), "chords": rng.uniform(0.75, 1.0),
+             "pad": rng.uniform(0.55, 0.8),
+             "melody": rng.uniform(0.5, 0.7) if score.melody_loud else rng.uniform(0.35, 0.5)}
+    has_melody = bool((score.notes["part"] == patterns.PARTS.index("melody")).any())
+    used = [p for p in _CHANNEL if p != "melody" or has_melody]
+    channels = {_CHANNEL[p]: Channel(programs[p], gain=float(gains[p])) for p in used}
+    columns = [np.asarray(score.notes[k]) for k in ("onset", "duration", "pitch", "velocity")]
+    part_channel = np.array([_CHANNEL[p] for p in patterns.PARTS])[score.notes["part"]]
+    pad = _pad_events(score)
+    drum_kit = None
+    if len(score.drums["onset"]):
+        drum_kit = gm.draw(rng, gm.DRUM_KITS)
+        channels[DRUM_CHANNEL] = Channel(drum_kit, drums=True, gain=float(rng.uniform(0.25, 0.4)))
+        keys = np.array([36, int(rng.choice([38, 40])), int(rng.choice([42, 44, 51]))])
+        drums = {"onset": score.drums["onset"], "duration": np.full(len(score.drums["onset"]), 0.1),
+                 "pitch": keys[score.drums["kind"]], "velocity": score.drums["velocity"],
+                 "channel": np.full(len(score.drums["onset"]), DRUM_CHANNEL)}
+    else:
+        drums = {k: np.zeros(0) for k in ("onset", "duration", "pitch", "velocity", "channel")}
+    events = {k: np.concatenate([col, pad[k], drums[k]]) for k, col in
+              zip(("onset", "duration", "pitch", "velocity"), columns)}
+    events["channel"] = np.concatenate([part_channel, pad["channel"], drums["channel"]]).astype(int)
+    events["pitch"] = events["pitch"].astype(int)
+    audio = render_events(humanise(rng, events), channels, score.n_samples,
+                          score.meta["tuning_cents"], rng, soundfont)
+    roles = {_ROLE[p]: programs[p] for p in used}
+    names = {k: gm.program_name(programs[p]) for k, p in
+             (("timbre", "chords"), ("bass_timbre", "bass"), ("melody_timbre", "melody"))}
+    if not has_melody:
+        names["melody_timbre"] = ""
+    return audio, {**gm.describe(roles, drum_kit), **names}
+
+
+def _pad_events(score: Score) -> dict[str, np.ndarray]:
+    """One sustained close voicing of every chord (its tones from G3 up), over its span."""
+    rows = []
+    for chord, (start, end) in zip(score.chords, score.intervals[1:-1]):
+        for pc in chord.pitch_classes:
+            rows.append((start, end - start, 55 + (pc - 55) % 12, 0.6))
+    a = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    return {"onset": a[:, 0], "duration": a[:, 1], "pitch": a[:, 2].astype(int),
+            "velocity": a[:, 3], "channel": np.full(len(a), _CHANNEL["pad"])}
