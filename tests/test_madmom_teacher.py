@@ -15,7 +15,6 @@ import torch
 from chordkd.annotations import intervals_to_frames
 from chordkd.audio import resample
 from chordkd.chords import get_vocabulary
-
 from chordkd.errors import ChordkdError
 
 try:
