@@ -386,10 +386,12 @@ def markdown(r: dict) -> str:
     lines += ["", "RssFile counts the memory-mapped caches' pages this process touched (reclaimable "
               "page cache); RssAnon is the process's own heap."]
     mm = r.get("madmom", {})
-    lines += ["", f"## 6. madmom teachers ({_load(mm['section'])})" if "section" in mm else "", ""]
-    lines += [f"Not run: {mm['skipped']}" if "skipped" in mm else
-              madmom_teacher.markdown(mm).split("\n", 2)[2] if mm.get("speed") else ""]
-    lines += ["## Commands", "",
+    if "section" in mm:
+        lines += ["", f"## 6. madmom teachers ({_load(mm['section'])})", ""]
+        # madmom_teacher.markdown without its title line
+        lines.append(f"Not run: {mm['skipped']}" if "skipped" in mm
+                     else madmom_teacher.markdown(mm).split("\n", 2)[2])
+    lines += ["", "## Commands", "",
               f"- `{r['command']}`"]
     lines += [f"- {k}: `{v}`" for k, v in r["commands"].items()]
     lines += [f"- `{c}`" for c in r["training"]["commands"] + r["scaling"]["commands"]]
