@@ -53,8 +53,8 @@ def load_teacher(spec: str | os.PathLike, expected_vocabulary: str | None = None
         from chordkd.teachers.factory import FactoryTeacher
 
         teacher = FactoryTeacher(text)
-    elif ":" in text and not Path(text).parent.is_dir():
-        raise ChordkdError(f"teacher {text!r}: expected {SPEC_HELP}")
+    elif ":" in Path(text).name:  # not a file, and a malformed madmom or factory spec
+        raise ChordkdError(f"teacher {text!r}: no such file, and not a spec; expected {SPEC_HELP}")
     else:
         raise CheckpointError(f"{text}: no such checkpoint file (a teacher is {SPEC_HELP})")
     if expected_vocabulary is not None and teacher.vocabulary != expected_vocabulary:
