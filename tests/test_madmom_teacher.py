@@ -148,3 +148,24 @@ def test_madmom_labelling_is_cached_under_its_name_and_resumes(songs, cnn, tmp_p
     again = label_corpus("madmom:cnn", tmp_path / "audio", tmp_path / "cache", num_workers=0,
                          trainer_kwargs=cpu)
     assert again.skipped == ["song"] and again.labelled == []
+
+
+def test_evaluate_scores_the_argmax_and_crf_rows_of_one_teacher(songs, cnn, chordkd_crf, tmp_path):
+    import soundfile as sf
+
+    from chordkd.annotations import read_annotation, write_lab
+    from chordkd.data.manifest import read_manifest
+    from chordkd.evaluation.report import evaluate_models
+
+    audio, intervals, labels, _ = songs[0]
+    (tmp_path / "test").mkdir()
+    sf.write(tmp_path / "test" / "song.wav", audio, 22050)
+    write_lab(tmp_path / "test" / "song.lab", intervals, labels)
+    result = evaluate_models({"teacher": cnn, "madmom-crf": cnn},
+                             read_manifest(tmp_path / "test", require_labels=True),
+                             tmp_path / "eval", decoding={"teacher": None, "madmom-crf": "crf"})
+    meta = {name: m.meta for name, m in result.models.items()}
+    assert meta["teacher"]["decoding"] == "argmax" and meta["madmom-crf"]["decoding"] == "crf"
+    assert meta["teacher"]["checkpoint"] == "madmom:cnn"
+    _, written = read_annotation(tmp_path / "eval" / "estimates" / "madmom-crf" / "song.lab")
+    assert written == chordkd_crf[0].labels
