@@ -174,3 +174,20 @@ def test_crf_decoding_of_a_model_without_a_crf_is_refused(user_models):
     with pytest.raises(ChordkdError, match="no CRF"):
         transcribe_song(np.zeros(22050 * 2, dtype=np.float32),
                         load_teacher(f"{user_models}:planted"), decoding="crf")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--decode", "viterbi"], "needs --smoothing"),
+    (["--decode", "crf", "--smoothing", "0.9"], "does not apply to --decode crf"),
+])
+def test_contradictory_decoding_flags_are_a_one_line_error(tmp_path, capsys, flags, message):
+    (tmp_path / "a.wav").write_bytes(b"")
+    err = _one_line_error(["transcribe", str(tmp_path / "a.wav"), "--teacher", "madmom:cnn",
+                           "--out", str(tmp_path / "o"), *flags], capsys)
+    assert message in err
+
+
+def test_evaluate_wants_one_decoding_per_model_or_one_for_all(tmp_path, capsys):
+    err = _one_line_error(["evaluate", "a.ckpt", "b.ckpt", "c.ckpt", "--decode", "argmax", "crf",
+                           "--data", str(tmp_path), "--out", str(tmp_path / "o")], capsys)
+    assert "--decode: 2 given for 3 checkpoints" in err
