@@ -12,7 +12,10 @@ section), the exact commands, and:
    teacher forward) vs a BTC-base training step, interleaved in one process;
 3. labelling throughput with the BTC-base teacher and teacher-cache size and fidelity (K=8);
 4. training throughput and peak memory per student, fp32 and bf16-mixed (one process each);
-5. the cached data path at 1x, 4x and 16x corpus size (one process each).
+5. the cached data path at 1x, 4x and 16x corpus size (one process each);
+6. madmom's chord models as teachers (``bench/madmom_teacher.py``, with the madmom extra):
+   labelling speed beside BTC-base's on the same rendered songs, and CRF scores against
+   posterior marginals as pseudo-labels.
 
 With a CUDA device the GPU path is measured too (CQT, data path, labelling and training with
 bf16-mixed, GPU utilisation during training); without one the report says it was not run.
@@ -68,6 +71,7 @@ sys.path.insert(0, str(ROOT))
 import cqt_speed  # noqa: E402
 import data_path  # noqa: E402
 import labelling_speed  # noqa: E402
+import madmom_teacher  # noqa: E402
 import teacher_cache as teacher_cache_bench  # noqa: E402
 import training_speed  # noqa: E402
 from bench_audio import FIXTURE_TEACHER  # noqa: E402
@@ -261,6 +265,20 @@ def verdicts(r: dict) -> list[dict]:
 
 
 # -- report ------------------------------------------------------------------------------
+def section_madmom(p: dict, scratch: Path, teacher: str) -> dict:
+    """madmom:cnn and madmom:deepchroma beside the BTC-base teacher (skipped without the extra)."""
+    from chordkd.errors import ChordkdError
+    from chordkd.teachers.madmom import import_madmom
+
+    try:
+        import_madmom()
+    except ChordkdError as e:
+        return {"skipped": str(e)}
+    songs = max(2, p["songs"] // 2)
+    audio = madmom_teacher.render_songs(scratch / "madmom_audio", songs, p["seconds"])
+    return madmom_teacher.measure(audio, scratch / "madmom", teacher)
+
+
 def _load(sec: dict) -> str:
     b, a = sec["load_average_before"][0], sec["load_average_after"][0]
     return f"load {b:.1f} -> {a:.1f}, {sec['wall_seconds']:.0f} s"
@@ -366,7 +384,14 @@ def markdown(r: dict) -> str:
                      f"{row['audio_cache_bytes_per_hour'] / 1e6:.0f} MB | {row['teacher_cache_bytes_per_hour'] / 1e6:.2f} MB | "
                      f"{mem['RssAnon'] / mb:.0f} MiB | {mem['RssFile'] / mb:.0f} MiB | {row['setup_seconds']:.1f} s |")
     lines += ["", "RssFile counts the memory-mapped caches' pages this process touched (reclaimable "
-              "page cache); RssAnon is the process's own heap.", "", "## Commands", "",
+              "page cache); RssAnon is the process's own heap."]
+    mm = r.get("madmom", {})
+    if "section" in mm:
+        lines += ["", f"## 6. madmom teachers ({_load(mm['section'])})", ""]
+        # madmom_teacher.markdown without its title line
+        lines.append(f"Not run: {mm['skipped']}" if "skipped" in mm
+                     else madmom_teacher.markdown(mm).split("\n", 2)[2])
+    lines += ["", "## Commands", "",
               f"- `{r['command']}`"]
     lines += [f"- {k}: `{v}`" for k, v in r["commands"].items()]
     lines += [f"- `{c}`" for c in r["training"]["commands"] + r["scaling"]["commands"]]
@@ -416,6 +441,7 @@ def main(args: argparse.Namespace) -> dict:
     r["data_path"] = timed_section("2. stage-1 data path", lambda: section_data_path(corpus, p, teacher, devices))
     r["training"] = timed_section("4. training throughput", lambda: section_training(p, devices, args.threads))
     r["scaling"] = timed_section("5. scaling 1x/4x/16x", lambda: section_scaling(corpus, p, args.threads))
+    r["madmom"] = timed_section("6. madmom teachers", lambda: section_madmom(p, scratch, teacher))
     r["verdicts"] = verdicts(r)
     r["load_average_after"] = list(os.getloadavg())
     r["wall_seconds"] = time.perf_counter() - t0

@@ -24,6 +24,7 @@ _PUBLIC = {
     "load_official_btc": "chordkd.models",
     "build_student": "chordkd.models",
     "transcribe": "chordkd.transcribe",
+    "load_teacher": "chordkd.teachers",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

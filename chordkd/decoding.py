@@ -148,3 +148,70 @@ def decode_with_smoothing(logits: Any, smoothing: float | None) -> np.ndarray:
     if smoothing is None:
         return argmax_decode(logits)
     return viterbi_decode(logits, self_transition=smoothing)
+
+
+# --------------------------------------------------------------------------------------------
+# A linear-chain CRF's own decoding (madmom's chord CRF carries one)
+
+
+def _crf_parts(scores: Any, transitions: Any, initial: Any, final: Any):
+    s = _as_scores(scores)
+    n_classes = s.shape[1]
+    a = np.asarray(transitions, dtype=np.float64)
+    pi = np.asarray(initial, dtype=np.float64).reshape(-1)
+    tau = np.asarray(final, dtype=np.float64).reshape(-1)
+    if a.shape != (n_classes, n_classes) or pi.shape != (n_classes,) or tau.shape != (n_classes,):
+        raise ValueError(f"CRF potentials for {n_classes} classes need transitions "
+                         f"[{n_classes}, {n_classes}], initial and final [{n_classes}]; got "
+                         f"{a.shape}, {pi.shape}, {tau.shape}")
+    return s, a, pi, tau
+
+
+def crf_decode(scores: Any, transitions: Any, initial: Any, final: Any) -> np.ndarray:
+    """Most likely class sequence of a linear-chain CRF: ``[T, C]`` frame scores -> ``[T]``.
+
+    The energy of a path ``y`` is, as madmom's ``ConditionalRandomField.process`` computes
+    it, ``initial[y_-1] + sum_t (transitions[y_{t-1}, y_t] + scores[t, y_t]) + final[y_T-1]``
+    maximised over a virtual state ``y_-1`` before the first frame: the initial potential
+    enters through one transition. ``scores`` are the per-frame class scores (for madmom's
+    chord CRF, ``features @ W + c``); ``transitions`` rows are "from", columns "to". Ties go
+    to the lowest class index, as with ``np.argmax``. Returns int64 ``[T]``.
+    """
+    s, a, pi, tau = _crf_parts(scores, transitions, initial, final)
+    n_frames = s.shape[0]
+    if n_frames == 0:
+        return np.zeros(0, dtype=np.int64)
+    backptr = np.empty(s.shape, dtype=np.int64)
+    delta = pi
+    for t in range(n_frames):
+        cand = a + delta[:, None]  # [from, to]
+        backptr[t] = np.argmax(cand, axis=0)
+        delta = cand[backptr[t], np.arange(s.shape[1])] + s[t]
+    path = np.empty(n_frames, dtype=np.int64)
+    path[-1] = int(np.argmax(delta + tau))
+    for t in range(n_frames - 1, 0, -1):
+        path[t - 1] = backptr[t, path[t]]
+    return path
+
+
+def crf_log_marginals(scores: Any, transitions: Any, initial: Any, final: Any) -> np.ndarray:
+    """Log posterior marginals ``log P(y_t = c | x)`` of the CRF of :func:`crf_decode` (same
+    energy), by the forward-backward recursion in log space: ``[T, C]`` -> ``[T, C]``.
+    Each row's ``logsumexp`` is 0."""
+    from scipy.special import logsumexp
+
+    s, a, pi, tau = _crf_parts(scores, transitions, initial, final)
+    n_frames, n_classes = s.shape
+    if n_frames == 0:
+        return np.zeros((0, n_classes))
+    alpha = np.empty_like(s)
+    prev = pi
+    for t in range(n_frames):
+        alpha[t] = logsumexp(prev[:, None] + a, axis=0) + s[t]
+        prev = alpha[t]
+    beta = np.empty_like(s)
+    beta[-1] = tau
+    for t in range(n_frames - 2, -1, -1):
+        beta[t] = logsumexp(a + (s[t + 1] + beta[t + 1])[None, :], axis=1)
+    joint = alpha + beta
+    return joint - logsumexp(joint, axis=1, keepdims=True)

@@ -60,3 +60,25 @@ def song_logits(
     chunks = torch.stack([features[s : s + w] for s in starts])  # [n_windows, w, F]
     outs = [model(chunks[i : i + batch_windows]) for i in range(0, len(starts), batch_windows)]
     return stitch(torch.cat(outs).float(), starts, n_frames)
+
+
+def songs_logits(model: torch.nn.Module, features: list[torch.Tensor],
+                 batch_windows: int = 64) -> list[torch.Tensor]:
+    """:func:`chordkd.inference.song_logits` for several songs at once: ``[T_i, F]`` ->
+    ``[T_i, C]`` float32, with the windows of all songs sharing forward passes (songs shorter
+    than one window run together by length), which keeps a GPU busy on short songs."""
+    starts = [window_starts(f.shape[0]) for f in features]
+    widths = [min(WINDOW, f.shape[0]) for f in features]
+    out: list[torch.Tensor | None] = [None] * len(features)
+    for width in sorted(set(widths)):
+        members = [i for i, w in enumerate(widths) if w == width]
+        windows = torch.cat([torch.stack([features[i][s : s + width] for s in starts[i]])
+                             for i in members])  # [n_windows, width, F]
+        logits = torch.cat([model(windows[j : j + batch_windows])
+                            for j in range(0, len(windows), batch_windows)]).float()
+        pos = 0
+        for i in members:
+            n = len(starts[i])
+            out[i] = stitch(logits[pos : pos + n], starts[i], features[i].shape[0])
+            pos += n
+    return out

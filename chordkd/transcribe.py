@@ -9,7 +9,10 @@ Each arrow is a function you can call alone (``LogCQT``, ``chordkd.inference.son
 composes them, and the CLI is a thin skin over it:
 
     chordkd transcribe song.mp3 more/ --checkpoint btc_model_large_voca.pt --out labs/ \\
-        [--jams] [--smoothing 0.9] [--vocabulary large|majmin] [--strict]
+        [--jams] [--smoothing 0.9] [--decode crf] [--vocabulary large|majmin] [--strict]
+
+``--checkpoint`` (alias ``--teacher``) takes any teacher spec (``chordkd.teachers``):
+``madmom:cnn`` transcribes with madmom's CNN, and ``--decode crf`` with madmom's own CRF.
 
 writes ``labs/<audio stem>.lab`` (and ``.jams``) per audio file; folders are searched for
 audio files recursively. Files that cannot be read are skipped with a warning and counted
@@ -37,6 +40,7 @@ from chordkd.decoding import decode_with_smoothing
 from chordkd.errors import AudioError, CheckpointError, ChordkdError
 from chordkd.features import FeatureSettings, LogCQT
 from chordkd.inference import song_logits
+from chordkd.teachers.base import DECODERS
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +80,20 @@ def model_device(model: nn.Module) -> torch.device:
 def unpack_model(
     model: Any, vocabulary: str | Vocabulary | None = None, features: Any = None
 ) -> tuple[nn.Module, Vocabulary, LogCQT | None]:
-    """Accept a ``ChordModel`` or a ``LoadedModel`` (``.model``, ``.vocabulary``, ``.features``).
+    """Accept a ``ChordModel``, a ``LoadedModel`` (``.model``, ``.vocabulary``, ``.features``)
+    or a :class:`chordkd.teachers.Teacher` (a waveform teacher comes back as itself, with no
+    front end).
 
     The vocabulary and feature settings of a ``LoadedModel`` are used unless given. A
     vocabulary that disagrees with the model's output size raises ``CheckpointError``.
     """
-    if isinstance(model, nn.Module):
+    if is_waveform_teacher(model):  # madmom, factory: no log-CQT, their own pipeline
+        vocab = get_vocabulary(model.vocabulary)
+        if vocabulary is not None and getattr(vocabulary, "name", vocabulary) != vocab.name:
+            raise CheckpointError(f"teacher {model.spec} has vocabulary {vocab.name!r}, "
+                                  f"not {getattr(vocabulary, 'name', vocabulary)!r}")
+        return model, vocab, None
+    if isinstance(model, nn.Module) and not hasattr(model, "vocabulary"):
         net, vocab_name, settings = model, vocabulary, None
     elif isinstance(getattr(model, "model", None), nn.Module):
         net = model.model
@@ -132,11 +144,16 @@ def transcribe_features(
     duration: float,
     settings: FeatureSettings = BTC_FEATURES,
     smoothing: float | None = None,
+    decoding: str | None = None,
 ) -> Transcription:
     """Model + decoding + intervals for one song's raw log-CQT ``[T, 144]``.
 
-    ``duration``: the song's length in seconds (the last interval ends there).
+    ``duration``: the song's length in seconds (the last interval ends there). ``decoding``:
+    see :func:`resolve_decoding` (a CQT network has no CRF of its own).
     """
+    if resolve_decoding(decoding, smoothing) == "crf":
+        raise ChordkdError(f"{type(getattr(model, 'net', model)).__name__}: has no CRF of its "
+                           "own; --decode crf needs madmom:cnn or madmom:deepchroma")
     was_training = model.training
     model.eval()
     try:
@@ -153,20 +170,68 @@ def transcribe_features(
     return Transcription(classes, intervals, labels, vocab, duration)
 
 
+def transcribe_waveform(
+    samples: np.ndarray,
+    teacher: Any,
+    smoothing: float | None = None,
+    decoding: str | None = None,
+) -> Transcription:
+    """A waveform teacher (``madmom:cnn``, a factory model) on one song's samples ``[n]`` at
+    22,050 Hz: its logits on chordkd's grid decoded by argmax or Viterbi, or its own CRF
+    (``decoding="crf"``), then intervals."""
+    vocab = get_vocabulary(teacher.vocabulary)
+    grid = teacher.grid
+    waveform = torch.from_numpy(np.ascontiguousarray(samples))
+    if resolve_decoding(decoding, smoothing) == "crf":
+        classes = np.asarray(teacher.crf_classes(waveform), dtype=np.int64)
+    else:
+        classes = decode_with_smoothing(teacher.logits(waveform), smoothing)
+    duration = len(samples) / grid.sr
+    intervals, labels = frames_to_intervals(classes, vocab, grid.hop, grid.sr, duration)
+    return Transcription(classes, intervals, labels, vocab, duration)
+
+
+def is_waveform_teacher(model: Any) -> bool:
+    """A :class:`chordkd.teachers.Teacher` that reads the waveform itself (not log-CQT)."""
+    from chordkd.teachers.base import Teacher
+
+    return isinstance(model, Teacher) and not getattr(model, "takes_log_cqt", False)
+
+
+def resolve_decoding(decoding: str | None, smoothing: float | None) -> str:
+    """``"argmax"``, ``"viterbi"`` or ``"crf"`` from ``--decode`` and ``--smoothing``:
+    no ``decoding`` means Viterbi when ``smoothing`` is given, else argmax. Raises
+    ChordkdError for ``viterbi`` without ``smoothing`` or ``smoothing`` with another decoder."""
+    if decoding is None:
+        return "argmax" if smoothing is None else "viterbi"
+    if decoding not in DECODERS:
+        raise ChordkdError(f"--decode {decoding!r}: choose one of {', '.join(DECODERS)}")
+    if decoding == "viterbi" and smoothing is None:
+        raise ChordkdError("--decode viterbi needs --smoothing P (its self-transition probability)")
+    if decoding != "viterbi" and smoothing is not None:
+        raise ChordkdError(f"--smoothing is the Viterbi decoder's; it does not apply to "
+                           f"--decode {decoding}")
+    return decoding
+
+
 def transcribe_song(
     audio: AudioInput,
     model: Any,
     vocabulary: str | Vocabulary | None = None,
     smoothing: float | None = None,
     features: LogCQT | FeatureSettings | None = None,
+    decoding: str | None = None,
 ) -> Transcription:
     """Like :func:`transcribe`, returning the frame classes too (a :class:`Transcription`)."""
     net, vocab, front = unpack_model(model, vocabulary, features)
+    if is_waveform_teacher(net):
+        return transcribe_waveform(audio_samples(audio, net.sr), net, smoothing, decoding)
     front = front if front is not None else front_end(BTC_FEATURES, str(model_device(net)))
     settings = front.settings
     samples = audio_samples(audio, settings.sr)
     feats = log_cqt(samples, front, model_device(net))
-    return transcribe_features(feats, net, vocab, len(samples) / settings.sr, settings, smoothing)
+    return transcribe_features(feats, net, vocab, len(samples) / settings.sr, settings, smoothing,
+                               decoding)
 
 
 def transcribe(
@@ -175,27 +240,31 @@ def transcribe(
     vocabulary: str | Vocabulary | None = None,
     smoothing: float | None = None,
     features: LogCQT | FeatureSettings | None = None,
+    decoding: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Chord intervals and labels of one song.
 
     Args:
         audio: a path (any format ``load_audio`` reads) or float32 mono samples ``[n]`` at
             the features' sample rate (22050 Hz by default).
-        model: a ``ChordModel`` (raw log-CQT ``[B, T, 144]`` -> logits ``[B, T, C]``) or a
+        model: a ``ChordModel`` (raw log-CQT ``[B, T, 144]`` -> logits ``[B, T, C]``), a
             ``LoadedModel`` from ``chordkd.models.loading.load_model`` (which brings its
-            vocabulary and feature settings).
+            vocabulary and feature settings), or any teacher from
+            ``chordkd.teachers.load_teacher`` (``"madmom:cnn"``, ...).
         vocabulary: ``"large"`` (170 classes) or ``"majmin"`` (25); default: the
             ``LoadedModel``'s, else ``"large"``. Must match the model's output size.
         smoothing: None for frame-wise argmax, or the Viterbi self-transition probability
             ``p`` in [0, 1) (0.9-0.99 smooths; see ``chordkd.decoding``).
         features: a ``LogCQT`` front end (or its ``FeatureSettings``); default BTC's.
+        decoding: ``"crf"`` decodes with the teacher's own CRF (madmom's); default: argmax,
+            or Viterbi when ``smoothing`` is given.
 
     Returns:
         intervals float64 ``[n, 2]`` seconds covering ``[0, duration]``, and ``n`` labels.
 
     >>> intervals, labels = transcribe("song.wav", load_model("btc.pt"))  # doctest: +SKIP
     """
-    result = transcribe_song(audio, model, vocabulary, smoothing, features)
+    result = transcribe_song(audio, model, vocabulary, smoothing, features, decoding)
     return result.intervals, result.labels
 
 
@@ -223,13 +292,17 @@ def resolve_device(name: str) -> torch.device:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("audio", nargs="+", metavar="AUDIO",
                         help="audio files, or folders searched recursively for audio files")
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
-                        help="a chordkd checkpoint or an official BTC release file")
+    parser.add_argument("--checkpoint", "--teacher", dest="checkpoint", required=True,
+                        metavar="SPEC", help="the model: a chordkd checkpoint, an official BTC "
+                        "file, madmom:cnn, madmom:deepchroma or package.module:factory")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the .lab files")
     parser.add_argument("--jams", action="store_true", help="also write a .jams per file")
     parser.add_argument("--smoothing", type=smoothing_probability, default=None, metavar="P",
                         help="Viterbi smoothing with self-transition probability P "
                              "(e.g. 0.9); default: frame-wise argmax")
+    parser.add_argument("--decode", choices=DECODERS, default=None,
+                        help="argmax, viterbi (with --smoothing) or crf (the teacher's own CRF: "
+                             "madmom); default: viterbi if --smoothing is given, else argmax")
     parser.add_argument("--vocabulary", choices=("large", "majmin"), default=None,
                         help="check the checkpoint has this vocabulary (default: the checkpoint's)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
@@ -258,18 +331,19 @@ def collect_audio(paths: list[str | os.PathLike]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chordkd.models.loading import load_model
+    from chordkd.teachers import load_teacher
 
     files = collect_audio(args.audio)
     if not files:
         raise ChordkdError(f"no audio files in {', '.join(map(str, args.audio))}")
-    loaded = load_model(args.checkpoint, expected_vocabulary=args.vocabulary)
-    loaded.model.to(resolve_device(args.device)).eval()
+    resolve_decoding(args.decode, args.smoothing)  # a bad combination fails before any work
+    loaded = load_teacher(args.checkpoint, expected_vocabulary=args.vocabulary)
+    loaded.to(resolve_device(args.device)).eval()
     out = Path(args.out)
     written, skipped = 0, []
     for path in files:
         try:
-            result = transcribe_song(path, loaded, smoothing=args.smoothing)
+            result = transcribe_song(path, loaded, smoothing=args.smoothing, decoding=args.decode)
         except ChordkdError as exc:
             if args.strict:
                 raise

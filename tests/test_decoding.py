@@ -125,3 +125,62 @@ def test_nan_scores_are_rejected_naming_the_frame():
 
 def test_empty_song_decodes_to_nothing():
     assert viterbi_decode(np.zeros((0, 5)), 0.9).shape == (0,)
+
+
+# --------------------------------------------------------------------------------------------
+# a linear-chain CRF's own decoding (madmom's convention), against exhaustive enumeration
+
+
+def _crf_problem(seed: int, n_frames: int = 4, n_classes: int = 3):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n_frames, n_classes)), rng.normal(size=(n_classes, n_classes)),
+            rng.normal(size=n_classes), rng.normal(size=n_classes))
+
+
+def _path_energies(scores, a, pi, tau):
+    """Energy of every path, the virtual state before frame 0 maximised over (madmom's
+    ConditionalRandomField.process) or summed over: {path: (max energy, log-sum energy)}."""
+    from scipy.special import logsumexp
+
+    n_frames, n_classes = scores.shape
+    out = {}
+    for path in itertools.product(range(n_classes), repeat=n_frames):
+        rest = sum(scores[t, path[t]] for t in range(n_frames))
+        rest += sum(a[path[t - 1], path[t]] for t in range(1, n_frames)) + tau[path[-1]]
+        entry = pi + a[:, path[0]]  # over the virtual state y_-1
+        out[path] = (rest + entry.max(), rest + logsumexp(entry))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_crf_decode_finds_the_highest_energy_path(seed):
+    from chordkd.decoding import crf_decode
+
+    problem = _crf_problem(seed)
+    energies = _path_energies(*problem)
+    best = max(energies, key=lambda p: energies[p][0])
+    assert tuple(crf_decode(*problem).tolist()) == best
+
+
+def test_crf_log_marginals_equal_the_enumerated_posteriors():
+    from scipy.special import logsumexp
+
+    from chordkd.decoding import crf_log_marginals
+
+    problem = _crf_problem(7)
+    energies = _path_energies(*problem)
+    log_z = logsumexp([e[1] for e in energies.values()])
+    n_frames, n_classes = problem[0].shape
+    expected = np.full((n_frames, n_classes), -np.inf)
+    for path, (_, e) in energies.items():
+        for t, c in enumerate(path):
+            expected[t, c] = np.logaddexp(expected[t, c], e - log_z)
+    np.testing.assert_allclose(crf_log_marginals(*problem), expected, atol=1e-10)
+
+
+def test_crf_potentials_of_the_wrong_size_are_refused():
+    from chordkd.decoding import crf_decode
+
+    scores, a, pi, tau = _crf_problem(0)
+    with pytest.raises(ValueError, match="transitions"):
+        crf_decode(scores, a[:2], pi, tau)

@@ -20,9 +20,9 @@ from chordkd.audio import load_audio
 from chordkd.cli import main as cli_main
 from chordkd.errors import AudioError
 from chordkd.features import LogCQT
-from chordkd.inference import song_logits
+from chordkd.inference import song_logits, songs_logits
 from chordkd.labelling import label as label_module
-from chordkd.labelling.label import label_corpus, songs_logits
+from chordkd.labelling.label import label_corpus
 from chordkd.labelling.teacher_cache import PAUSE_ENV, TeacherCache, cache_differences, file_sha1
 from chordkd.models.loading import load_model
 

@@ -266,7 +266,7 @@ def _student_argmax(checkpoint: str, songs: list) -> dict[str, np.ndarray]:
     """The checkpoint's own whole-song argmax per song, computed as labelling computes it."""
     from chordkd.audio import load_audio
     from chordkd.features import LogCQT
-    from chordkd.labelling.label import songs_logits
+    from chordkd.inference import songs_logits
     from chordkd.models.loading import load_model
 
     loaded = load_model(checkpoint)

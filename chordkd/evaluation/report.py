@@ -2,7 +2,10 @@
 
     chordkd evaluate teacher.pt stage2.ckpt --data data/test --out runs/eval \\
         [--names teacher stage2] [--roles teacher stage2] [--student btc] \\
-        [--smoothing 0.9] [--song ID] [--strict] [--wandb]
+        [--smoothing 0.9 | --decode crf [argmax ...]] [--song ID] [--strict] [--wandb]
+
+A model is any teacher spec (``chordkd.teachers``): a checkpoint, ``madmom:cnn``, ``madmom:deepchroma``
+or ``package.module:factory``; ``--decode crf`` decodes with madmom's own CRF.
 
 For each song: the audio is read and its log-CQT computed once, each model transcribes it
 (``chordkd.transcribe``), and the estimate is scored against the reference annotation with
@@ -61,13 +64,17 @@ from chordkd.evaluation.metrics import (
 )
 from chordkd.evaluation.plots import plot_quality_confusion, plot_quality_recall, plot_timeline
 from chordkd.features import FeatureSettings
+from chordkd.teachers.base import DECODERS
 from chordkd.transcribe import (
     front_end,
+    is_waveform_teacher,
     log_cqt,
     model_device,
+    resolve_decoding,
     resolve_device,
     smoothing_probability,
     transcribe_features,
+    transcribe_waveform,
     unpack_model,
 )
 
@@ -170,12 +177,15 @@ def evaluate_models(
     strict: bool = False,
     meta: Mapping[str, Mapping[str, Any]] | None = None,
     wandb: bool = False,
+    decoding: str | Mapping[str, str | None] | None = None,
 ) -> EvaluationResult:
     """Transcribe and score every song with every model; write the report under ``out``.
 
     Args:
-        models: name -> ``LoadedModel`` (from ``load_model``) or ``ChordModel`` (then the
-            large vocabulary and BTC's feature settings are assumed). Names become folder and
+        models: name -> a teacher from ``chordkd.teachers.load_teacher`` (any spec: a
+            checkpoint, ``madmom:cnn``, a factory model), a ``LoadedModel`` (from
+            ``load_model``) or a ``ChordModel`` (then the large vocabulary and BTC's feature
+            settings are assumed). Names become folder and
             column names: letters, digits, ``._+-``.
         songs: labelled songs (``read_manifest(source, require_labels=True)``).
         out: report folder.
@@ -184,6 +194,10 @@ def evaluate_models(
         strict: raise on the first unreadable song instead of skipping it.
         meta: name -> extra metadata stored with that model (e.g. role, student).
         wandb: also log tables and figures to W&B (the active run, or a new offline one).
+        decoding: ``"crf"`` decodes every model with its own CRF (madmom's teachers);
+            default argmax, or Viterbi when ``smoothing`` is given. A mapping name ->
+            decoding sets it per model (the same teacher may appear twice, e.g. madmom's CNN
+            with argmax and with its CRF; madmom computes its features once per song).
 
     Returns:
         An :class:`EvaluationResult`; ``result.files`` maps each report file's kind to its path.
@@ -199,14 +213,23 @@ def evaluate_models(
     if timeline_song is not None and timeline_song not in ids:
         raise ChordkdError(f"--song {timeline_song!r} is not a song of the corpus")
     out = Path(out)
+    per_model = dict(decoding) if isinstance(decoding, Mapping) else dict.fromkeys(models, decoding)
+    methods = {name: resolve_decoding(per_model.get(name), smoothing) for name in models}
 
     unpacked = {}
     results = {}
     for name, model in models.items():
+        method = methods[name]
         net, vocab, front = unpack_model(model)
-        settings = front.settings if front is not None else FeatureSettings()
+        if is_waveform_teacher(net):
+            settings = net.grid
+        else:
+            settings = front.settings if front is not None else FeatureSettings()
+            if method == "crf":
+                raise ChordkdError(f"model {name}: has no CRF of its own; --decode crf needs "
+                                   "madmom:cnn or madmom:deepchroma")
         unpacked[name] = (net, vocab, settings)
-        results[name] = ModelResult(name, _model_meta(name, model, vocab, smoothing, meta))
+        results[name] = ModelResult(name, _model_meta(name, model, vocab, smoothing, meta, method))
 
     skipped: list[dict[str, str]] = []
     timeline: dict[str, Any] | None = None
@@ -223,12 +246,18 @@ def evaluate_models(
         features: dict[tuple, Any] = {}  # one log-CQT per (settings, device)
         estimates = {}
         for name, (net, vocab, settings) in unpacked.items():
-            device = model_device(net)
-            key = (settings, str(device))
-            if key not in features:
-                features[key] = log_cqt(samples[settings.sr], front_end(settings, str(device)), device)
             duration = len(samples[settings.sr]) / settings.sr
-            estimate = transcribe_features(features[key], net, vocab, duration, settings, smoothing)
+            if is_waveform_teacher(net):
+                estimate = transcribe_waveform(samples[settings.sr], net, smoothing,
+                                               per_model.get(name))
+            else:  # (a CQT model's method is argmax or viterbi, checked above)
+                device = model_device(net)
+                key = (settings, str(device))
+                if key not in features:
+                    features[key] = log_cqt(samples[settings.sr], front_end(settings, str(device)),
+                                            device)
+                estimate = transcribe_features(features[key], net, vocab, duration, settings,
+                                               smoothing)
             results[name].scores[song.id] = score_song(*reference, estimate.intervals, estimate.labels)
             ref_frames = intervals_to_frames(*reference, vocab, len(estimate.classes),
                                              settings.hop, settings.sr)
@@ -263,17 +292,18 @@ def _read_song(song: Song, rates: set[int]) -> tuple[tuple[np.ndarray, list[str]
 
 
 def _model_meta(name: str, model: Any, vocab: Vocabulary, smoothing: float | None,
-                meta: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+                meta: Mapping[str, Mapping[str, Any]] | None, method: str) -> dict[str, Any]:
     net = getattr(model, "model", model)
     network = getattr(getattr(net, "net", None), "config", {}).get("name")
+    waveform = is_waveform_teacher(model)
     info: dict[str, Any] = {
         "name": name,
         "role": name if name in ROLES else "",
         "student": network or "",
-        "checkpoint": str(getattr(model, "path", "")),
-        "source": getattr(model, "source", ""),
+        "checkpoint": str(model.spec if waveform else getattr(model, "path", "")),
+        "source": model.description if waveform else getattr(model, "source", ""),
         "vocabulary": vocab.name,
-        "decoding": "argmax" if smoothing is None else f"viterbi(p={smoothing:g})",
+        "decoding": f"viterbi(p={smoothing:g})" if method == "viterbi" else method,
     }
     info.update((meta or {}).get(name, {}))
     return info
@@ -441,8 +471,9 @@ def log_to_wandb(result: EvaluationResult) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoints", nargs="+", metavar="CKPT",
-                        help="chordkd checkpoints or official BTC release files")
+    parser.add_argument("checkpoints", nargs="+", metavar="SPEC",
+                        help="the models: chordkd checkpoints, official BTC files, madmom:cnn, "
+                             "madmom:deepchroma or package.module:factory (chordkd.teachers)")
     parser.add_argument("--data", required=True, metavar="DIR|MANIFEST",
                         help="labelled corpus: a manifest.csv or a folder of audio + .lab")
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder")
@@ -456,6 +487,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="student name stored in the report (default: the network's)")
     parser.add_argument("--smoothing", type=smoothing_probability, default=None, metavar="P",
                         help="Viterbi self-transition probability (default: argmax)")
+    parser.add_argument("--decode", nargs="+", choices=DECODERS, default=None,
+                        help="argmax, viterbi (with --smoothing) or crf (the model's own CRF: "
+                             "madmom), for all models or one per model; default: viterbi if "
+                             "--smoothing is given, else argmax")
     parser.add_argument("--song", default=None, metavar="ID",
                         help="song for the timeline figure (default: the first)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
@@ -465,20 +500,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chordkd.models.loading import load_model
+    from chordkd.teachers import load_teacher
 
-    names = args.names or [Path(c).stem for c in args.checkpoints]
-    for flag, values in (("--names", names), ("--roles", args.roles)):
+    names = args.names or [Path(c).stem.replace(":", "-") for c in args.checkpoints]
+    for flag, values in (("--names", names), ("--roles", args.roles),
+                         ("--decode", args.decode if args.decode and len(args.decode) > 1 else None)):
         if values is not None and len(values) != len(args.checkpoints):
             raise ChordkdError(f"{flag}: {len(values)} given for {len(args.checkpoints)} checkpoints")
     if len(set(names)) != len(names):
         raise ChordkdError(f"--names: model names must be distinct, got {names}")
+    decode = dict(zip(names, args.decode if args.decode and len(args.decode) > 1
+                      else [args.decode[0] if args.decode else None] * len(names)))
+    for method in decode.values():
+        resolve_decoding(method, args.smoothing)  # a bad combination fails before any work
     songs = read_manifest(args.data, require_labels=True)
     device = resolve_device(args.device)
     models, meta = {}, {}
     for name, path, k in zip(names, args.checkpoints, range(len(names))):
-        loaded = load_model(path)
-        loaded.model.to(device).eval()
+        loaded = load_teacher(path)
+        loaded.to(device).eval()
         models[name] = loaded
         meta[name] = {}
         if args.roles:
@@ -487,7 +527,7 @@ def run(args: argparse.Namespace) -> int:
             meta[name]["student"] = args.student
     result = evaluate_models(models, songs, args.out, smoothing=args.smoothing,
                              timeline_song=args.song, strict=args.strict, meta=meta,
-                             wandb=args.wandb)
+                             wandb=args.wandb, decoding=decode)
     print(result.files["report.md"].read_text(encoding="utf-8").split("\n## Recall")[0])
     if result.skipped:
         log.warning("skipped %d of %d songs (listed in %s)", len(result.skipped), len(songs),

@@ -26,9 +26,6 @@ for logits. :class:`EmbeddingCache` reads them back.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
 import logging
 import math
 import os
@@ -44,11 +41,11 @@ from chordkd.audio import SAMPLE_RATE
 from chordkd.data.manifest import Song, read_manifest
 from chordkd.errors import CacheError, ChordkdError, ConfigError
 from chordkd.features import FeatureSettings, LogCQT
+from chordkd.inference import songs_logits
 from chordkd.labelling.label import (
     CacheWriterCallback,
     LabelReport,
     predict_into_cache,
-    songs_logits,
     songs_to_label,
 )
 from chordkd.labelling.teacher_cache import (
@@ -59,6 +56,7 @@ from chordkd.labelling.teacher_cache import (
     file_sha1,
 )
 from chordkd.models import ChordModel
+from chordkd.teachers.factory import import_factory, module_identity, positive_seconds
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +120,7 @@ class WaveformEmbedding(nn.Module):
 
 
 def _positive_seconds(value, spec: str, name: str) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = float("nan")
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ConfigError(f"--embedding-module {spec}: the module needs an attribute {name} "
-                          f"(its frame period in seconds, > 0), got {value!r}")
-    return seconds
+    return positive_seconds(value, spec, name, flag="--embedding-module")
 
 
 def load_embedding_module(spec: str) -> nn.Module:
@@ -138,40 +129,12 @@ def load_embedding_module(spec: str) -> nn.Module:
     Raises ConfigError naming the spec when it cannot be imported, is not callable, does not
     return a module or lacks ``hop_seconds``.
     """
-    mod_name, sep, factory_name = spec.partition(":")
-    if not (sep and mod_name and factory_name):
-        raise ConfigError(f"--embedding-module {spec!r}: expected MODULE:FACTORY "
-                          "(e.g. mypackage.embedders:build)")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ConfigError(f"--embedding-module {spec!r}: cannot import {mod_name!r} ({e})") from None
-    factory = getattr(mod, factory_name, None)
-    if not callable(factory):
-        raise ConfigError(f"--embedding-module {spec!r}: {mod_name} has no callable {factory_name!r}")
-    module = factory()
+    module = import_factory(spec, flag="--embedding-module")()
     if not isinstance(module, nn.Module):
-        raise ConfigError(f"--embedding-module {spec!r}: {factory_name}() returned "
+        raise ConfigError(f"--embedding-module {spec!r}: {spec.partition(':')[2]}() returned "
                           f"{type(module).__name__}, not a torch.nn.Module")
     _positive_seconds(getattr(module, "hop_seconds", None), spec, "hop_seconds")
     return module.eval()
-
-
-def module_identity(spec: str, module: nn.Module) -> str:
-    """sha1 of a module's spec, frame timing, class source and weights: a rerun with the same
-    module skips songs already embedded, and any change to code or weights re-embeds them."""
-    h = hashlib.sha1(spec.encode())
-    h.update(repr((getattr(module, "hop_seconds", None),
-                   getattr(module, "offset_seconds", 0.0))).encode())
-    try:
-        h.update(inspect.getsource(type(module)).encode())
-    except (OSError, TypeError):  # classes defined in a REPL have no source file
-        h.update(type(module).__qualname__.encode())
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return "module-" + h.hexdigest()
 
 
 class EmbeddingLabeller(pl.LightningModule):

@@ -1,20 +1,23 @@
 """``chordkd label``: run a teacher over a corpus once and cache its top-K logits.
 
-Pipeline: a :class:`SongAudio` dataset decodes whole songs (``load_audio``) in DataLoader
-workers; :class:`TeacherLabeller` (a LightningModule holding the teacher and the ``LogCQT``
-front end, so both move to the device together) computes features on the device and runs
-whole-song inference as :func:`chordkd.inference.song_logits` does it: 108-frame windows that
-overlap by half, each frame taking its logits from the window whose centre is nearest (so all
-frames but the song's outer quarter-windows see at least 27 frames of context on each side);
-it then takes the top-K log-probabilities and the log-partitions on the device. With
-``batch_size`` > 1 the windows of all songs in a batch share forward passes
-(:func:`songs_logits`), which matters on a GPU when songs are short. :class:`CacheWriterCallback`
+Pipeline: a :class:`SongAudio` dataset decodes whole songs (``load_audio``, 22,050 Hz) in
+DataLoader workers; :class:`TeacherLabeller` (a LightningModule holding the teacher, so it moves
+to the device) asks the teacher for logits on chordkd's frame grid. The teacher is any
+:class:`chordkd.teachers.Teacher` (``--teacher``: a chordkd checkpoint, an official BTC file,
+``madmom:cnn``, ``madmom:deepchroma`` or ``package.module:factory``). A checkpoint teacher
+computes the log-CQT on the device and runs whole-song inference as
+:func:`chordkd.inference.song_logits` does it: 108-frame windows that overlap by half, each
+frame taking its logits from the window whose centre is nearest; with ``batch_size`` > 1 the
+windows of all songs in a batch share forward passes (:func:`chordkd.inference.songs_logits`),
+which matters on a GPU when songs are short. The labeller then takes the top-K
+log-probabilities and the log-partitions on the device. :class:`CacheWriterCallback`
 (a ``BasePredictionWriter``, one per rank) appends each song to the rank's shard and journal
 (``teacher_cache``); after a barrier, rank 0 folds the journals into the index and writes
 ``label_report.json``. The same command therefore runs on one CPU, several GPUs or nodes.
 
-Reruns are incremental: a song already cached with the same teacher (sha1 of the checkpoint
-file), the same feature settings and unchanged audio (``AudioFingerprint``) is skipped before
+Reruns are incremental: a song already cached with the same teacher (its ``identity``: sha1 of
+a checkpoint file, of madmom's model files, or of a factory model's code and weights), the same
+input settings and unchanged audio (``AudioFingerprint``) is skipped before
 any decoding; a song whose audio changed is relabelled and its new record supersedes the old.
 Unreadable audio is reported, not fatal, unless ``strict``.
 
@@ -44,15 +47,13 @@ from chordkd.atomic import write_json
 from chordkd.audio import load_audio
 from chordkd.data.manifest import Song, read_manifest
 from chordkd.errors import AudioError, ChordkdError
-from chordkd.features import FeatureSettings, LogCQT
-from chordkd.inference import WINDOW, stitch, window_starts
 from chordkd.labelling.teacher_cache import (
     AudioFingerprint,
     CacheWriter,
     TeacherCache,
     consolidate,
-    file_sha1,
 )
+from chordkd.teachers.base import Teacher
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class LabelReport:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     kind: str = "logits"  # the cache record kind written: "logits" or "embeddings"
+    source: str = ""  # the teacher spec as given (checkpoint path, madmom:cnn, module:factory)
 
     @property
     def x_real_time(self) -> float:
@@ -140,30 +142,31 @@ def _as_list(batch: list[dict]) -> list[dict]:
 
 
 class TeacherLabeller(pl.LightningModule):
-    """Teacher + front end. ``predict_step`` maps a list of songs to per-song dicts with
-    ``logz`` float32 ``[T]``, ``values`` float16 ``[T, K]`` (log-probs, best first),
-    ``indices`` uint8 ``[T, K]``, ``logz_t`` float32 ``[T]`` or None
-    (``indices`` None and ``values`` ``[T, C]`` when ``topk`` is 0), on the CPU."""
+    """Holds a :class:`chordkd.teachers.Teacher` (so Lightning moves it to the device).
+    ``predict_step`` maps a list of songs to per-song dicts with ``logz`` float32 ``[T]``,
+    ``values`` float16 ``[T, K]`` (log-probs, best first), ``indices`` uint8 ``[T, K]``,
+    ``logz_t`` float32 ``[T]`` or None (``indices`` None and ``values`` ``[T, C]`` when
+    ``topk`` is 0), on the CPU."""
 
-    def __init__(self, model: torch.nn.Module, features: FeatureSettings, topk: int,
+    def __init__(self, teacher: Teacher, topk: int,
                  tail_temperature: float | None = TAIL_TEMPERATURE) -> None:
         super().__init__()
-        self.model = model.eval()
-        self.cqt = LogCQT(features)
+        self.teacher = teacher.eval()
         self.topk = topk
         self.tail_temperature = tail_temperature
 
     def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
         good = [item for item in batch if item["error"] is None]
-        # features [T, 144] per song, float32 whatever the precision setting
-        feats = [self.cqt(item["waveform"].to(self.device)) for item in good]
-        logits_of = dict(zip((item["song"] for item in good), songs_logits(self.model, feats)))
+        # logits [T, C] float32 on chordkd's grid per song, whatever the precision setting
+        logits = self.teacher.batch_logits([item["waveform"].to(self.device) for item in good])
+        logits_of = dict(zip((item["song"] for item in good), logits))
         out = []
         for item in batch:
             if item["error"] is not None:
                 out.append(item)
                 continue
-            logits = logits_of[item["song"]]  # [T, C] float32
+            logits = self.teacher.check_logits(logits_of[item["song"]].float(),
+                                               int(item["waveform"].shape[0]))
             n_classes = logits.shape[-1]
             logz = torch.logsumexp(logits, dim=-1)
             log_probs = logits - logz.unsqueeze(-1)
@@ -179,28 +182,6 @@ class TeacherLabeller(pl.LightningModule):
                         "n_classes": n_classes, "logz": logz.cpu(), "logz_t": logz_t,
                         "values": values.half().cpu(), "indices": indices})
         return out
-
-
-def songs_logits(model: torch.nn.Module, features: list[torch.Tensor],
-                 batch_windows: int = 64) -> list[torch.Tensor]:
-    """:func:`chordkd.inference.song_logits` for several songs at once: ``[T_i, F]`` ->
-    ``[T_i, C]`` float32, with the windows of all songs sharing forward passes (songs shorter
-    than one window run together by length), which keeps a GPU busy on short songs."""
-    starts = [window_starts(f.shape[0]) for f in features]
-    widths = [min(WINDOW, f.shape[0]) for f in features]
-    out: list[torch.Tensor | None] = [None] * len(features)
-    for width in sorted(set(widths)):
-        members = [i for i, w in enumerate(widths) if w == width]
-        windows = torch.cat([torch.stack([features[i][s : s + width] for s in starts[i]])
-                             for i in members])  # [n_windows, width, F]
-        logits = torch.cat([model(windows[j : j + batch_windows])
-                            for j in range(0, len(windows), batch_windows)]).float()
-        pos = 0
-        for i in members:
-            n = len(starts[i])
-            out[i] = stitch(logits[pos : pos + n], starts[i], features[i].shape[0])
-            pos += n
-    return out
 
 
 class CacheWriterCallback(BasePredictionWriter):
@@ -272,7 +253,7 @@ class CacheWriterCallback(BasePredictionWriter):
         if trainer.is_global_zero:
             consolidate(self.out)
             merged = LabelReport(r.cache, r.teacher, r.features, r.topk, skipped=r.skipped,
-                                 kind=r.kind)
+                                 kind=r.kind, source=r.source)
             for rank in range(trainer.world_size):
                 part_path = self.out / _PART.format(rank=rank)
                 part = json.loads(part_path.read_text(encoding="utf-8"))
@@ -315,7 +296,7 @@ def songs_to_label(
 
 
 def label_corpus(
-    teacher: str | os.PathLike,
+    teacher: str | os.PathLike | Teacher,
     songs: list[Song] | str | os.PathLike,
     out: str | os.PathLike,
     topk: int = DEFAULT_TOPK,
@@ -325,15 +306,15 @@ def label_corpus(
     trainer_kwargs: dict | None = None,
     tail_temperature: float | None = TAIL_TEMPERATURE,
 ) -> LabelReport:
-    """Label ``songs`` (a list, a manifest or a folder) with the checkpoint ``teacher`` into
-    the cache folder ``out``; returns the report (also written to ``out/label_report.json``).
+    """Label ``songs`` (a list, a manifest or a folder) with ``teacher`` (a spec for
+    :func:`chordkd.teachers.load_teacher`, or a loaded teacher) into the cache folder ``out``; returns the report (also written to ``out/label_report.json``).
 
     ``topk`` 0 stores full logits; ``tail_temperature`` (None: not cached) is the temperature
     whose log-partition is cached beside the top-K logits. ``batch_size`` counts songs.
     ``trainer_kwargs`` go to ``lightning.Trainer`` (devices, accelerator, precision,
     strategy, ...). Raises ``AudioError`` on the first unreadable file when ``strict``.
     """
-    from chordkd.models.loading import load_model
+    from chordkd.teachers import load_teacher
 
     start = time.perf_counter()
     out = Path(out)
@@ -341,15 +322,16 @@ def label_corpus(
         raise ChordkdError(f"--topk must be >= 0 (0 = full logits), got {topk}")
     if not isinstance(songs, list):
         songs = read_manifest(songs)
-    loaded = load_model(teacher)
-    features = loaded.features
-    report = LabelReport(str(out), file_sha1(teacher), features.fingerprint(), topk)
+    loaded = teacher if isinstance(teacher, Teacher) else load_teacher(teacher)
+    report = LabelReport(str(out), loaded.identity, loaded.input_fingerprint, topk,
+                         source=loaded.spec)
     todo, report.skipped = songs_to_label(songs, out, report.teacher, report.features)
-    log.info("%d songs to label, %d already cached", len(todo), len(report.skipped))
+    log.info("%d songs to label with %s, %d already cached", len(todo), loaded.description,
+             len(report.skipped))
     return predict_into_cache(
-        todo, out, report, start, lambda: CacheWriterCallback(out, report, features.sr, strict, start),
-        lambda: TeacherLabeller(loaded.model, features, topk, tail_temperature),
-        features.sr, batch_size, num_workers, trainer_kwargs,
+        todo, out, report, start, lambda: CacheWriterCallback(out, report, loaded.sr, strict, start),
+        lambda: TeacherLabeller(loaded, topk, tail_temperature),
+        loaded.sr, batch_size, num_workers, trainer_kwargs,
     )
 
 
@@ -379,7 +361,9 @@ def predict_into_cache(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", help="teacher checkpoint (official BTC or chordkd)")
+    parser.add_argument("--teacher", metavar="SPEC",
+                        help="the teacher: a chordkd checkpoint, an official BTC file, madmom:cnn, "
+                             "madmom:deepchroma or package.module:factory (chordkd.teachers)")
     parser.add_argument("--embeddings", action="store_true",
                         help="cache the teacher's last hidden layer [T, H] instead of its logits "
                              "(feature-space KD; chordkd.labelling.embeddings)")
@@ -420,7 +404,9 @@ def run(args: argparse.Namespace) -> int:
             print(report.summary())
         return 0
     if not args.teacher:
-        raise ChordkdError("--teacher is required (a chordkd checkpoint or an official BTC file)")
+        from chordkd.teachers import SPEC_HELP
+
+        raise ChordkdError(f"--teacher is required ({SPEC_HELP})")
     report = label_corpus(
         args.teacher, args.audio, args.out, topk=args.topk, strict=args.strict,
         batch_size=args.batch_size, num_workers=args.num_workers,
