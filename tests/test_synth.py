@@ -13,6 +13,7 @@ import torch
 
 from chordkd.cli import main
 from chordkd.data.manifest import read_manifest
+from chordkd.errors import ChordkdError
 from chordkd.synth import QUALITIES, compose_song, make_corpus, make_preset, synthesize_song
 from chordkd.synth import corpus as corpus_module
 from chordkd.synth.harmony import QUALITY_INTERVALS, RARE_QUALITIES
@@ -243,6 +244,17 @@ def test_preset_parts_take_disjoint_song_indices():
     demo = PRESETS["demo"].parts
     assert set(demo) == {"teacher", "pool", "train", "valid", "test"}
     assert not demo["pool"].labelled and demo["pool"].songs > 4 * demo["train"].songs
+
+
+def test_a_hundred_hour_pool_reuses_no_valid_or_test_song():
+    plan = part_plan(PRESETS["realistic"], pool_hours=100.0)
+    hours = sum(p.songs * (p.seconds or PRESETS["realistic"].seconds) for p in plan["pool"]) / 3600
+    assert hours == pytest.approx(100.0, rel=0.02)  # what was asked for; overlaps would raise
+
+
+def test_a_pool_too_large_for_the_index_ranges_is_refused_naming_the_folders():
+    with pytest.raises(ChordkdError, match="'pool'.*overlap.*'test_scores'"):
+        part_plan(PRESETS["realistic"], pool_hours=400.0)
 
 
 def test_shifted_style_shares_no_timbre_pattern_or_tempo_with_demo():

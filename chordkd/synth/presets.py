@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from chordkd.errors import ChordkdError
+
 
 @dataclass(frozen=True)
 class Style:
@@ -134,8 +136,22 @@ def part_plan(preset: Preset, pool_hours: float | None = None) -> dict[str, tupl
         raise ValueError("this preset has no pool to size")
     hours = sum(p.songs * (p.seconds or preset.seconds) for p in pool) / 3600
     scale = pool_hours / hours
-    return {k: tuple(replace(p, songs=max(1, round(p.songs * scale))) if p.pool else p
+    plan = {k: tuple(replace(p, songs=max(1, round(p.songs * scale))) if p.pool else p
                      for p in parts) for k, parts in plan.items()}
+    check_disjoint(plan)
+    return plan
+
+
+def check_disjoint(plan: dict[str, tuple[Part, ...]]) -> None:
+    """Raise :class:`ChordkdError` naming two folders whose song indices overlap within one source
+    (a pool grown by ``--pool-hours`` must never reuse a valid or test song)."""
+    spans = sorted((p.source, p.first_index, p.first_index + p.songs, name)
+                   for name, parts in plan.items() for p in parts)
+    for (s1, _, end1, name1), (s2, start2, _, name2) in zip(spans, spans[1:]):
+        if s1 == s2 and end1 > start2:
+            raise ChordkdError(f"{s1} songs of '{name1}' (up to index {end1 - 1}) overlap those of "
+                             f"'{name2}' (from index {start2}): the pool is too large for this "
+                             "preset's index ranges")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +183,7 @@ PRESETS: dict[str, Preset] = {
         renderer="soundfont",
         parts={
             "train": Part(first_index=60_000, songs=20),
-            "pool": (Part(first_index=70_000, songs=120, labelled=False, pool=True),
+            "pool": (Part(first_index=1_000_000, songs=120, labelled=False, pool=True),
                      Part(first_index=0, songs=60, labelled=False, source="music21",
                           seconds=60.0, pool=True)),
             "valid": Part(first_index=80_000, songs=8),
