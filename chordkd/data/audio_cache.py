@@ -12,19 +12,27 @@ the memory map). Layout, in a cache folder:
 
 A cache whose index does not match the corpus (songs added, removed or changed) is rebuilt.
 Songs that cannot be decoded are skipped with a warning and listed under ``failed``.
+
+Concurrent builders (DDP ranks, parallel sweep trials, ``make -j``, two fits on one corpus)
+are safe: a build holds ``build.lock`` (an OS file lock, released if its holder dies), writes
+the samples to a temporary file of its own, and the processes that waited for the lock find
+the finished cache and open it instead of decoding again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from chordkd.atomic import write_json
 from chordkd.audio import SAMPLE_RATE, load_audio
@@ -33,6 +41,7 @@ from chordkd.errors import AudioError, ChordkdError
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+LOCK_NAME = "build.lock"
 
 
 def file_fingerprint(path: Path) -> str:
@@ -60,6 +69,7 @@ class AudioCache:
             raise ChordkdError(f"{index_path}: not a readable audio-cache index ({e})") from e
         self.sr = int(index["sr"])
         self.songs = {k: CachedSong(**v["cached"]) for k, v in index["songs"].items()}
+        self.sources = {k: Path(v["audio"]) for k, v in index["songs"].items()}  # decoded files
         self.failed: dict[str, str] = index.get("failed", {})
         total = sum(s.length for s in self.songs.values())
         pcm = self.folder / "audio.pcm"
@@ -120,15 +130,34 @@ def build_audio_cache(
     folder = Path(folder)
     wanted = {s.id: {"audio": str(s.audio), "fingerprint": _safe_fingerprint(s.audio)} for s in songs}
     key = hashlib.sha1(json.dumps([sr, FORMAT_VERSION, wanted], sort_keys=True).encode()).hexdigest()
-    index_path = folder / "index.json"
-    if index_path.is_file():
-        try:
-            if json.loads(index_path.read_text()).get("key") == key:
-                return AudioCache(folder)
-        except (OSError, json.JSONDecodeError):
-            pass
+    cache = _open_if_current(folder, key)
+    if cache is not None:
+        return cache
     folder.mkdir(parents=True, exist_ok=True)
-    if index_path.exists():
+    # One builder at a time; the others wait here, then find its cache current.
+    with FileLock(folder / LOCK_NAME):
+        cache = _open_if_current(folder, key)
+        if cache is not None:
+            return cache
+        _build(songs, folder, wanted, key, sr, workers, strict, progress)
+    return AudioCache(folder)
+
+
+def _open_if_current(folder: Path, key: str) -> AudioCache | None:
+    """The cache in ``folder`` if its index was built for ``key``, else None."""
+    try:
+        if json.loads((folder / "index.json").read_text()).get("key") == key:
+            return AudioCache(folder)
+    except (OSError, json.JSONDecodeError, ChordkdError):
+        pass
+    return None
+
+
+def _build(songs: list[Song], folder: Path, wanted: dict, key: str, sr: int, workers: int,
+           strict: bool, progress: bool) -> None:
+    """Decode ``songs`` into ``folder`` (the caller holds the build lock)."""
+    index_path = folder / "index.json"
+    with contextlib.suppress(FileNotFoundError):
         index_path.unlink()  # the old index must not describe the new pcm file
     from tqdm.auto import tqdm
 
@@ -136,40 +165,48 @@ def build_audio_cache(
     index_songs: dict[str, dict] = {}
     failed: dict[str, str] = {}
     offset = 0
-    tmp_pcm = folder / "audio.pcm.tmp"
-    with open(tmp_pcm, "wb") as out:
-        pool = ProcessPoolExecutor(workers) if workers > 1 else None
-        results = pool.map(_decode, jobs, chunksize=4) if pool else map(_decode, jobs)
-        try:
-            for song_id, audio, err in tqdm(
-                results, total=len(jobs), desc="decoding audio", unit="song", disable=not progress
-            ):
-                if err is not None:
-                    if strict:
-                        raise AudioError(err)
-                    log.warning("skipping %s", err)
-                    failed[song_id] = err
-                    continue
-                peak = float(np.abs(audio).max()) if audio.size else 0.0
-                scale = max(peak, 1.0) / 32767.0
-                pcm = np.round(audio / scale).clip(-32767, 32767).astype("<i2")
-                out.write(pcm.tobytes())
-                index_songs[song_id] = {
-                    **wanted[song_id],
-                    "cached": {"offset": offset, "length": int(len(pcm)), "scale": scale},
-                }
-                offset += len(pcm)
-        finally:
-            if pool:
-                pool.shutdown(cancel_futures=True)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp_pcm, folder / "audio.pcm")
+    # A name of its own: a builder killed mid-write leaves a stray file, never a shared one.
+    fd, tmp_pcm = tempfile.mkstemp(prefix=".audio.pcm.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            pool = ProcessPoolExecutor(workers) if workers > 1 else None
+            results = pool.map(_decode, jobs, chunksize=4) if pool else map(_decode, jobs)
+            try:
+                for song_id, audio, err in tqdm(
+                    results, total=len(jobs), desc="decoding audio", unit="song",
+                    disable=not progress,
+                ):
+                    if err is not None:
+                        if strict:
+                            raise AudioError(err)
+                        log.warning("skipping %s", err)
+                        failed[song_id] = err
+                        continue
+                    peak = float(np.abs(audio).max()) if audio.size else 0.0
+                    scale = max(peak, 1.0) / 32767.0
+                    pcm = np.round(audio / scale).clip(-32767, 32767).astype("<i2")
+                    out.write(pcm.tobytes())
+                    index_songs[song_id] = {
+                        **wanted[song_id],
+                        "cached": {"offset": offset, "length": int(len(pcm)), "scale": scale},
+                    }
+                    offset += len(pcm)
+            finally:
+                if pool:
+                    pool.shutdown(cancel_futures=True)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp_pcm, 0o644)
+        os.replace(tmp_pcm, folder / "audio.pcm")
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_pcm)
+        raise
     write_json(index_path, {"version": FORMAT_VERSION, "key": key, "sr": sr,
                             "songs": index_songs, "failed": failed})
     if failed:
-        log.warning("%d of %d songs could not be decoded (listed in %s)", len(failed), len(songs), index_path)
-    return AudioCache(folder)
+        log.warning("%d of %d songs could not be decoded (listed in %s)", len(failed), len(songs),
+                    index_path)
 
 
 def _safe_fingerprint(path: Path) -> str:
