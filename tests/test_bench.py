@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURE_BTC
+from conftest import FIXTURE_BTC, needs_fixture
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -46,7 +46,7 @@ def test_replicated_manifest_repeats_every_song_under_new_ids(tone_manifest: Pat
     assert all(s.labels is None for s in songs)
 
 
-@pytest.mark.skipif(not TEACHER.is_file(), reason="shared BTC fixture not present")
+@needs_fixture
 def test_online_window_features_match_the_cached_path_features(tone_manifest: Path):
     online = data_path.OnlinePath(tone_manifest, str(TEACHER), batch_size=2, device=torch.device("cpu"))
     song = online.songs[0]
@@ -68,7 +68,7 @@ def test_online_window_features_match_the_cached_path_features(tone_manifest: Pa
     assert np.median(np.abs(ours[loud] - theirs[loud])) < 0.05
 
 
-@pytest.mark.skipif(not TEACHER.is_file(), reason="shared BTC fixture not present")
+@needs_fixture
 def test_online_batch_labels_every_window_with_the_teacher(tone_manifest: Path):
     online = data_path.OnlinePath(tone_manifest, str(TEACHER), batch_size=2, device=torch.device("cpu"))
     windows, prepare_s, teacher_s = online.batch()
