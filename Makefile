@@ -19,7 +19,7 @@ TEACHER_CKPT = $$($(CHORDKD) fit experiments/teacher.yaml $(TEACHER_ARGS) --prin
 STAGE1_CKPT = $(call run_dir,stage1,$(STUDENT))/checkpoints/best.ckpt
 
 .PHONY: help install test test-fast lint synth teacher label stage1 stage2 baseline evaluate \
-        results demo feature-kd noisy-student bench clean
+        results demo feature-kd noisy-student bench mutants clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ test-fast: install  ## the suite without tests marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install  ## ruff
-	$(BIN)/ruff check chordkd tests bench
+	$(BIN)/ruff check chordkd tests bench mutants
 
 $(DATA)/test/manifest.csv: | install
 	$(CHORDKD) synth --preset demo --out $(DATA)
@@ -54,10 +54,11 @@ label: teacher  ## cache the teacher's logits on the unlabelled pool and the lab
 	$(CHORDKD) label --teacher $(TEACHER_CKPT) --audio $(DATA)/train --out $(RUNS)/teacher_cache/train
 
 stage1: label  ## stage 1: STUDENT=btc|2e1d learns from pseudo-labels alone
-	$(CHORDKD) fit experiments/stage1.yaml student=$(STUDENT) $(ARGS)
+	$(CHORDKD) fit experiments/stage1.yaml student=$(STUDENT) data.teacher=$(TEACHER_CKPT) $(ARGS)
 
 stage2: stage1  ## stage 2: ground truth + selective KD, from the stage-1 student
-	$(CHORDKD) fit experiments/stage2.yaml student=$(STUDENT) init=$(STAGE1_CKPT) $(ARGS)
+	$(CHORDKD) fit experiments/stage2.yaml student=$(STUDENT) init=$(STAGE1_CKPT) \
+	    data.teacher=$(TEACHER_CKPT) $(ARGS)
 
 baseline: synth  ## supervised-only baseline for STUDENT on the labelled train part
 	$(CHORDKD) fit experiments/baseline.yaml student=$(STUDENT) $(ARGS)
@@ -93,6 +94,9 @@ noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES, each 
 
 bench: install  ## benchmarks: CQT, data path, labelling, teacher cache, training, scaling -> bench/results.{json,md}
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+mutants: install  ## deliberate bugs, one at a time, vs the tests that must catch them -> mutants/results.md
+	WANDB_MODE=offline $(BIN)/python mutants/run.py $(MUTANTS_ARGS)
 
 clean:  ## remove runs and generated data (keeps .venv)
 	rm -rf $(RUNS) data bench/out
