@@ -3,6 +3,7 @@ training steps, interleaved rounds, verdicts that can fail. No timings are asser
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -71,8 +72,27 @@ def test_online_window_features_match_the_cached_path_features(tone_manifest: Pa
 @needs_fixture
 def test_online_batch_labels_every_window_with_the_teacher(tone_manifest: Path):
     online = data_path.OnlinePath(tone_manifest, str(TEACHER), batch_size=2, device=torch.device("cpu"))
+    calls = []
+    teacher = online.teacher
+
+    def recording(x):
+        out = teacher(x)
+        calls.append((x.clone(), out))
+        return out
+
+    online.teacher = recording
+    replay = copy.deepcopy(online.rng)  # the same draws of songs and window starts
     windows, prepare_s, teacher_s = online.batch()
-    assert windows == 2 and prepare_s > 0 and teacher_s > 0
+    (x, logits), = calls  # one teacher forward for the whole batch
+    expected = []
+    for _ in range(windows):
+        song = online.songs[int(replay.integers(len(online.songs)))]
+        f0 = int(replay.integers(max(song.n_frames - 108, 0) + 1))
+        expected.append(online._features(song, f0))
+    assert windows == 2
+    np.testing.assert_array_equal(x.numpy(), np.stack(expected))  # every window, its own frames
+    assert logits.shape == (2, 108, 170) and torch.isfinite(logits).all()
+    assert prepare_s > 0 and teacher_s > 0
 
 
 def test_timed_rounds_interleaves_runners_and_keeps_the_best_round():
