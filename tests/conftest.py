@@ -13,7 +13,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"  # beside the checkout: ../shared
 FIXTURE_BTC = SHARED / "fixtures" / "btc_official_format"
-SUBPROCESS_TIMEOUT = 300  # seconds; every subprocess a test starts gets a limit
+SUBPROCESS_TIMEOUT = 600  # seconds; every subprocess a test starts gets a limit
 
 # Pitch classes of the chords the tone corpus uses.
 TONE_CHORDS = {
