@@ -38,7 +38,7 @@ endif
 STAGE1_CKPT = $(call run_dir,stage1,$(STUDENT) $(STAGE1_ARGS))/checkpoints/best.ckpt
 
 .PHONY: help install test test-fast lint synth teacher label stage1 stage2 baseline evaluate \
-        results demo feature-kd noisy-student bench clean
+        results demo feature-kd noisy-student bench mutants clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -59,7 +59,7 @@ test-fast: install  ## the suite without tests marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install  ## ruff
-	$(BIN)/ruff check chordkd tests bench
+	$(BIN)/ruff check chordkd tests bench mutants
 
 $(DATA)/test/manifest.csv: | install
 	$(CHORDKD) synth --preset demo --out $(DATA)
@@ -74,10 +74,12 @@ label: $(TEACHER_DEP)  ## cache the teacher's logits (TEACHER=btc|madmom) on the
 	$(CHORDKD) label --teacher $(TEACHER_SPEC) --audio $(DATA)/train --out $(CACHE)/train
 
 stage1: label  ## stage 1: STUDENT=btc|2e1d learns from pseudo-labels alone
-	$(CHORDKD) fit experiments/stage1.yaml student=$(STUDENT) $(STAGE1_ARGS) $(ARGS)
+	$(CHORDKD) fit experiments/stage1.yaml student=$(STUDENT) data.teacher=$(TEACHER_SPEC) \
+	    $(STAGE1_ARGS) $(ARGS)
 
 stage2: stage1  ## stage 2: ground truth + selective KD, from the stage-1 student
-	$(CHORDKD) fit experiments/stage2.yaml student=$(STUDENT) init=$(STAGE1_CKPT) $(STAGE2_ARGS) $(ARGS)
+	$(CHORDKD) fit experiments/stage2.yaml student=$(STUDENT) init=$(STAGE1_CKPT) \
+	    data.teacher=$(TEACHER_SPEC) $(STAGE2_ARGS) $(ARGS)
 
 baseline: synth  ## supervised-only baseline for STUDENT on the labelled train part
 	$(CHORDKD) fit experiments/baseline.yaml student=$(STUDENT) $(BASELINE_ARGS) $(ARGS)
@@ -125,6 +127,9 @@ bench: install  ## benchmarks: CQT, data path, labelling, teacher cache, trainin
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 	$(BIN)/python bench/scaling.py $(SCALING_ARGS)  # incremental cache, streamed data path
 	$(BIN)/python bench/realistic_synth.py $(filter --quick,$(BENCH_ARGS))
+
+mutants: install  ## deliberate bugs, one at a time, vs the tests that must catch them -> mutants/results.md
+	WANDB_MODE=offline $(BIN)/python mutants/run.py $(MUTANTS_ARGS)
 
 clean:  ## remove runs and generated data (keeps .venv)
 	rm -rf $(RUNS) data bench/out

@@ -3,13 +3,14 @@ training steps, interleaved rounds, verdicts that can fail. No timings are asser
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURE_BTC
+from conftest import FIXTURE_BTC, needs_fixture
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -46,7 +47,7 @@ def test_replicated_manifest_repeats_every_song_under_new_ids(tone_manifest: Pat
     assert all(s.labels is None for s in songs)
 
 
-@pytest.mark.skipif(not TEACHER.is_file(), reason="shared BTC fixture not present")
+@needs_fixture
 def test_online_window_features_match_the_cached_path_features(tone_manifest: Path):
     online = data_path.OnlinePath(tone_manifest, str(TEACHER), batch_size=2, device=torch.device("cpu"))
     song = online.songs[0]
@@ -68,11 +69,30 @@ def test_online_window_features_match_the_cached_path_features(tone_manifest: Pa
     assert np.median(np.abs(ours[loud] - theirs[loud])) < 0.05
 
 
-@pytest.mark.skipif(not TEACHER.is_file(), reason="shared BTC fixture not present")
+@needs_fixture
 def test_online_batch_labels_every_window_with_the_teacher(tone_manifest: Path):
     online = data_path.OnlinePath(tone_manifest, str(TEACHER), batch_size=2, device=torch.device("cpu"))
+    calls = []
+    teacher = online.teacher
+
+    def recording(x):
+        out = teacher(x)
+        calls.append((x.clone(), out))
+        return out
+
+    online.teacher = recording
+    replay = copy.deepcopy(online.rng)  # the same draws of songs and window starts
     windows, prepare_s, teacher_s = online.batch()
-    assert windows == 2 and prepare_s > 0 and teacher_s > 0
+    (x, logits), = calls  # one teacher forward for the whole batch
+    expected = []
+    for _ in range(windows):
+        song = online.songs[int(replay.integers(len(online.songs)))]
+        f0 = int(replay.integers(max(song.n_frames - 108, 0) + 1))
+        expected.append(online._features(song, f0))
+    assert windows == 2
+    np.testing.assert_array_equal(x.numpy(), np.stack(expected))  # every window, its own frames
+    assert logits.shape == (2, 108, 170) and torch.isfinite(logits).all()
+    assert prepare_s > 0 and teacher_s > 0
 
 
 def test_timed_rounds_interleaves_runners_and_keeps_the_best_round():

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import write_tone_corpus
+from conftest import SUBPROCESS_TIMEOUT, write_tone_corpus
 from test_training import EXPERIMENTS, tiny_config
 
 from chordkd.chords import get_vocabulary
@@ -230,7 +230,7 @@ def test_fit_killed_with_sigkill_then_rerun_ends_with_the_uninterrupted_runs_wei
                 os.kill(proc.pid, signal.SIGKILL)
         finally:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=SUBPROCESS_TIMEOUT)
     log_text = (tmp_path / "killed.log").read_text()
     assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill:\n{log_text}"
     assert not (killed / "summary.json").exists()
@@ -239,10 +239,11 @@ def test_fit_killed_with_sigkill_then_rerun_ends_with_the_uninterrupted_runs_wei
     for ckpt in checkpoints:  # whatever the kill interrupted, no checkpoint is half-written
         assert "state_dict" in torch.load(ckpt, map_location="cpu", weights_only=True)
 
-    rerun = subprocess.run(_fit_command(corpus, killed), env=env, capture_output=True, text=True)
+    rerun = subprocess.run(_fit_command(corpus, killed), env=env, capture_output=True, text=True,
+                           timeout=SUBPROCESS_TIMEOUT)
     assert rerun.returncode == 0, rerun.stderr
     with whole_log:
-        assert whole.wait() == 0, (tmp_path / "whole.log").read_text()
+        assert whole.wait(timeout=SUBPROCESS_TIMEOUT) == 0, (tmp_path / "whole.log").read_text()
 
     resumed_summary = json.loads((killed / "summary.json").read_text())
     whole_summary = json.loads((tmp_path / "whole" / "summary.json").read_text())

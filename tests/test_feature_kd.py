@@ -383,5 +383,11 @@ def test_fit_with_feature_kd_alone_and_with_logit_kd(teacher, tone_corpus, tmp_p
         assert all(state[i]["exp_avg"].abs().sum() > 0 for i in (n_params - 2, n_params - 1))
         losses = logged(run, "train/feature_kd_loss_step")
         assert losses and all(math.isfinite(v) and v >= 0 for v in losses)
-        assert load_model(summary["best_checkpoint"]).model is not None  # exports without it
+        # the exported network is the plain student: the projection stays behind
+        exported = load_model(summary["best_checkpoint"]).model.state_dict()
+        best = torch.load(summary["best_checkpoint"], weights_only=True)["state_dict"]
+        student = {k[len("model."):]: v for k, v in best.items() if k.startswith("model.")}
+        assert exported.keys() == student.keys()
+        assert not any(k.startswith(PROJECTION) for k in exported)
+        assert all(torch.equal(exported[k], student[k]) for k in student)
     assert logged(Path(both["run_dir"]), "train/kd_loss_step")

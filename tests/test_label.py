@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import write_tone_corpus
+from conftest import SUBPROCESS_TIMEOUT, write_tone_corpus
 
 from chordkd.audio import load_audio
 from chordkd.cli import main as cli_main
@@ -175,17 +175,18 @@ def test_kill_9_mid_labelling_then_rerun_equals_an_uninterrupted_run(teacher, tm
             if PAUSE_ENV in line:
                 break
         else:
-            pytest.fail(f"labelling ended without reaching the pause (rc {proc.wait()})")
+            pytest.fail("labelling ended without reaching the pause "
+                        f"(rc {proc.wait(timeout=SUBPROCESS_TIMEOUT)})")
         journaled = TeacherCache(cache).song_ids
         assert journaled == ["tone_000", "tone_001"]
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == -signal.SIGKILL
     assert not (cache / "index.json").exists()  # nothing was consolidated
     rerun = subprocess.run(cmd, env={**os.environ, "CHORDKD_NO_PROGRESS": "1"},
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert rerun.returncode == 0, rerun.stderr
     assert "labelled 3 songs, skipped 2" in rerun.stdout
     label(teacher, audio, tmp_path / "uninterrupted")
@@ -200,7 +201,7 @@ def test_two_process_ddp_run_writes_the_same_cache_as_one_process(teacher, tmp_p
            str(audio), "--out", str(tmp_path / "ddp"), "--num-workers", "0",
            "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
     run = subprocess.run(cmd, env={**os.environ, "CHORDKD_NO_PROGRESS": "1"},
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("labelled 3 songs") == 1  # one merged summary, from rank 0
     assert len(list((tmp_path / "ddp").glob("shard-*-r1-*.bin"))) == 1  # rank 1 wrote its share

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURE_BTC, needs_fixture
 
 from chordkd.errors import CheckpointError, ConfigError
 from chordkd.models import (
@@ -23,11 +24,7 @@ from chordkd.models import (
 from chordkd.models.btc import LayerNorm, timing_signal
 from chordkd.models.official import official_lstm_shapes, official_parameter_count
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "btc_official_format"
-needs_fixture = pytest.mark.skipif(
-    not (FIXTURE / "checkpoint.pt").is_file(),
-    reason=f"shared BTC fixture not found at {FIXTURE}",
-)
+FIXTURE = FIXTURE_BTC
 
 
 def _release(path: Path, state: dict, mean: object = -5.0, std: object = 2.0) -> Path:

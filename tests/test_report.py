@@ -12,6 +12,7 @@ import mir_eval
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import FIXTURE_BTC, needs_fixture
 
 from chordkd.annotations import read_lab
 from chordkd.cli import main
@@ -22,8 +23,7 @@ from chordkd.evaluation.report import evaluate_models
 from chordkd.models import ChordModel, build_student
 
 SR = 22050
-FIXTURE = Path("/work/shared/fixtures/btc_official_format/checkpoint.pt")
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_file(), reason="shared BTC fixture missing")
+FIXTURE = FIXTURE_BTC / "checkpoint.pt"  # ../shared beside the checkout (tests/conftest.py)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # (seconds, frequencies) per chord, and the hand-made reference .lab of each song.

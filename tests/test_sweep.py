@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from chordkd.cli import main as cli
 from chordkd.errors import ConfigError
@@ -52,6 +53,10 @@ def test_local_offline_sweep_of_two_runs_completes(tone_corpus, tmp_path):
     assert rc == 0
     result = json.loads((tmp_path / "runs" / "sweeps" / "tiny" / "results.json").read_text())
     assert [t["optim.lr"] for t in result["trials"]] == [0.001, 0.003]
-    assert all(t["val/mirex"] is not None for t in result["trials"])
+    for t in result["trials"]:  # each trial's score is its own run's best validation score
+        ckpt = torch.load(Path(t["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=True)
+        (best,) = [v["best_model_score"] for k, v in ckpt["callbacks"].items()
+                   if k.startswith("ModelCheckpoint") and v["monitor"] == "val/mirex"]
+        assert t["val/mirex"] == pytest.approx(float(best))
     offline = list((tmp_path / "runs").glob("*/wandb/offline-run-*"))
     assert len(offline) == 2  # one W&B run per trial, offline

@@ -290,7 +290,10 @@ def test_rebuild_keeps_kept_probabilities_exact_at_t1(cache_dir):
     mask = torch.ones(40, C, dtype=torch.bool).scatter_(1, torch.from_numpy(out.indices.astype(np.int64)), False)
     missing = lp[mask].view(40, C - 8)
     assert torch.allclose(missing, missing[:, :1].expand_as(missing))
-    torch.testing.assert_close(lp.exp().sum(-1), torch.ones(40))
+    # together they carry the teacher's own mass outside its top 8
+    true_tail = (torch.softmax(lg, -1) * mask).sum(-1)
+    # (to the float16 rounding of the kept log-probabilities)
+    torch.testing.assert_close(missing.exp().sum(-1), true_tail, rtol=0, atol=5e-4)
 
 
 def test_rebuild_of_full_logits_is_exact_at_any_temperature(cache_dir):

@@ -147,10 +147,25 @@ def test_resumed_run_equals_uninterrupted_run(tone_corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_bf16_mixed_precision_trains_on_cpu(tone_corpus, tmp_path):
+def test_bf16_mixed_precision_runs_the_training_step_under_bf16_autocast(
+    tone_corpus, tmp_path, monkeypatch
+):
+    from chordkd.training.student import StudentModule
+
+    seen = []
+    step = StudentModule.training_step
+
+    def spy(self, batch, batch_idx):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
+                     batch["features"].dtype, self(batch["features"]).dtype))
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(StudentModule, "training_step", spy)
     summary = fit(tiny_config(tone_corpus, tmp_path, "trainer.max_epochs=1",
                               "trainer.precision=bf16-mixed", "trainer.accelerator=cpu"))
-    assert summary["global_step"] > 0
+    assert summary["global_step"] == len(seen) > 0
+    # autocast on, to bf16; the CQT features stay float32 (computed with autocast off)
+    assert set(seen) == {(True, torch.bfloat16, torch.float32, torch.bfloat16)}
     assert np.isfinite(float(_final_val(Path(summary["run_dir"]))["val/mirex"]))
 
 
@@ -188,19 +203,35 @@ def test_ddp_two_cpu_ranks_log_identical_mir_eval_metrics(tone_corpus, tmp_path)
 
 
 @pytest.mark.slow
-def test_cli_fit_with_ddp_on_two_cpu_processes(tone_corpus, tmp_path):
+def test_cli_fit_with_ddp_runs_two_ranks_that_log_identical_validation_metrics(
+    tone_corpus, tmp_path
+):
+    import os
     import subprocess
     import sys
 
+    from conftest import SUBPROCESS_TIMEOUT
+
+    probe = tmp_path / "ranks"
+    probe.mkdir()
     cmd = [
-        sys.executable, "-m", "chordkd", "fit", str(EXPERIMENTS / "baseline.yaml"),
+        sys.executable, str(Path(__file__).with_name("rank_probe.py")), "fit",
+        str(EXPERIMENTS / "baseline.yaml"),
         f"data.train={tone_corpus}", f"data.valid={tone_corpus}", "data.test=null",
         "model.size=small", "data.batch_size=2", "trainer.max_epochs=1", f"run_dir={tmp_path}/run",
         "logger.kind=csv", "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
+        "trainer.enable_progress_bar=false", "trainer.check_val_every_n_epoch=1",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+                          env={**os.environ, "CHORDKD_RANK_PROBE": str(probe)})
     assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["global_rank"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)]
+    assert ranks[0]["pid"] != ranks[1]["pid"]  # two processes
+    assert ranks[0]["steps"] == ranks[1]["steps"] > 0  # the windows split between them
+    (v0,), (v1,) = ranks[0]["val"], ranks[1]["val"]
+    assert v0 == v1 and v0["val/songs"] == 3.0  # songs gathered from both ranks, de-duplicated
+    assert {"val/root", "val/majmin", "val/mirex"} <= set(v0)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["global_step"] > 0
+    assert summary["global_step"] == ranks[0]["steps"]
     assert Path(summary["best_checkpoint"]).is_file()

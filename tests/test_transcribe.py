@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import FIXTURE_BTC, needs_fixture
 
 from chordkd.annotations import read_jams, read_lab
 from chordkd.chords import get_vocabulary
@@ -17,8 +18,7 @@ from chordkd.models import ChordModel, build_student, load_official_btc
 from chordkd.transcribe import collect_audio, transcribe, transcribe_song
 
 SR = 22050
-FIXTURE = Path("/work/shared/fixtures/btc_official_format/checkpoint.pt")
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_file(), reason="shared BTC fixture missing")
+FIXTURE = FIXTURE_BTC / "checkpoint.pt"  # ../shared beside the checkout (tests/conftest.py)
 
 
 def _tones(seconds: float, freqs=(261.63, 329.63, 392.0), seed: int = 0) -> np.ndarray:

@@ -112,6 +112,10 @@ class ChordDataModule(L.LightningDataModule):
         noise: ``data.noise`` of the config (``NoiseConfig``): SpecAugment masks applied to
             training windows after the pitch shift (``SpecAugment``), and ``min_confidence``,
             below which a frame's teacher pseudo-label becomes ``IGNORE``. None: no noise.
+        teacher: the teacher checkpoint that must have written ``teacher_cache`` (its sha1 is
+            compared with the cache's); None: any one teacher, as long as it is one.
+        allow_cache_mismatch: use a teacher cache whose fingerprints do not match (other
+            teacher, other audio, other feature settings), with a warning, instead of refusing.
     """
 
     def __init__(
@@ -134,8 +138,11 @@ class ChordDataModule(L.LightningDataModule):
         format: str = "mmap",
         stream: str | None = None,
         stream_cache: str | None = None,
+        teacher: str | None = None,
+        allow_cache_mismatch: bool = False,
     ) -> None:
         super().__init__()
+        self.expected_teacher, self.allow_cache_mismatch = teacher, allow_cache_mismatch
         self.train_source, self.valid_source, self.test_source = train, valid, test
         self.targets, self.teacher_cache_path = targets, teacher_cache
         self.vocabulary = vocabulary
@@ -237,6 +244,7 @@ class ChordDataModule(L.LightningDataModule):
             self._kept_logged = True
 
     def _join_teacher(self, records: list[SongRecord]) -> list[SongRecord]:
+        audio = self._prepared["train"][1]
         kept = []
         for r in records:
             if r.id not in self.teacher:
@@ -258,7 +266,44 @@ class ChordDataModule(L.LightningDataModule):
                 f"{self.teacher_cache_path}: teacher has {self.teacher.n_classes} classes, "
                 f"vocabulary {self.vocabulary!r} has {self.vocab.size}"
             )
+        self._check_fingerprints(kept, audio)
         return kept
+
+    def _check_fingerprints(self, records: list[SongRecord], audio: AudioCache) -> None:
+        """Refuse a teacher cache written by another teacher, from other audio or features.
+
+        Frame and class counts match for any teacher and any audio of the same length, so
+        they cannot tell; the fingerprints the cache stores per song can.
+        """
+        from chordkd.teachers import teacher_identity
+
+        cache, features = self.teacher_cache_path, self.settings.fingerprint()
+        want_teacher = teacher_identity(self.expected_teacher) if self.expected_teacher else None
+        first: tuple[str, str] | None = None  # (teacher sha1, song) of the first song
+        for r in records:
+            e = self.teacher.entry(r.id)
+            first = first or (e.teacher, r.id)
+            problem = None
+            if want_teacher is not None and e.teacher != want_teacher:
+                problem = (f"song {r.id!r} was labelled by teacher {e.teacher[:12]}, not by "
+                           f"{self.expected_teacher} ({want_teacher[:12]})")
+            elif e.teacher != first[0]:
+                problem = (f"songs {first[1]!r} and {r.id!r} were labelled by different "
+                           f"teachers ({first[0][:12]}, {e.teacher[:12]})")
+            elif e.features != features and not e.features.endswith(f"/grid-{features}"):
+                # a waveform teacher (madmom, a factory) records its own input pipeline and
+                # the frame grid it was resampled onto: that grid must be this run's
+                problem = (f"song {r.id!r} was labelled with feature settings {e.features}, "
+                           f"this run computes {features}")
+            elif not e.fingerprint.matches(audio.sources[r.id]):
+                problem = (f"song {r.id!r} was labelled from other audio than "
+                           f"{audio.sources[r.id]} (the file changed since `chordkd label`)")
+            if problem is None:
+                continue
+            msg = f"{cache}: {problem}"
+            if not self.allow_cache_mismatch:
+                raise ChordkdError(f"{msg}; relabel, or set data.allow_cache_mismatch=true")
+            log.warning("%s (used anyway: data.allow_cache_mismatch=true)", msg)
 
     def reference(self, split: str, index: int) -> SongRecord:
         return self._prepared[split][0][index]

@@ -25,7 +25,7 @@ SPEC_HELP = ("a chordkd checkpoint, an official BTC file, madmom:cnn, madmom:dee
              "(-marginals: CRF posteriors) or package.module:factory")
 
 __all__ = ["DECODERS", "GRID", "MISSING", "SPEC_HELP", "ClassMap", "Teacher", "load_teacher",
-           "to_grid"]
+           "teacher_identity", "to_grid"]
 
 
 def load_teacher(spec: str | os.PathLike, expected_vocabulary: str | None = None) -> Teacher:
@@ -61,3 +61,15 @@ def load_teacher(spec: str | os.PathLike, expected_vocabulary: str | None = None
         raise CheckpointError(f"teacher {text} has vocabulary {teacher.vocabulary!r} "
                               f"({teacher.vocab.size} classes); {expected_vocabulary!r} was asked for")
     return teacher.eval()
+
+
+def teacher_identity(spec: str | os.PathLike) -> str:
+    """The identity a teacher cache records for the teacher ``spec`` (what ``chordkd label``
+    writes per song): a checkpoint file's sha1, read without loading it; for madmom and factory
+    teachers, the loaded teacher's own identity (its spec and the hash of its weights)."""
+    path = Path(os.fspath(spec))
+    if path.is_file():
+        from chordkd.labelling.teacher_cache import file_sha1
+
+        return file_sha1(path)
+    return load_teacher(spec).identity

@@ -45,6 +45,8 @@ class DataConfig:
     test: str | None = "data/demo/test"
     targets: str = "labels"  # labels (ground truth .lab) | teacher (cached teacher argmax)
     teacher_cache: str | None = None  # folder written by `chordkd label` for data.train
+    teacher: str | None = None  # checkpoint that must have written teacher_cache (sha1 checked)
+    allow_cache_mismatch: bool = False  # use a teacher cache of another teacher/audio (warns)
     window: int = 108  # frames per training window
     batch_size: int = 32
     num_workers: int = 0
@@ -130,7 +132,9 @@ class LoggerConfig:
     kind: str = "wandb"  # wandb | csv | tensorboard | none
     project: str = "chordkd"
     entity: str | None = None
-    mode: str = "offline"  # W&B mode: offline (default; `wandb sync` later) | online
+    # W&B mode: offline (`wandb sync` later) | online | disabled. When set it wins over the
+    # WANDB_MODE environment variable (which the Makefile exports); unset: WANDB_MODE, else offline
+    mode: str | None = None
     tags: list[str] = field(default_factory=list)
 
 
@@ -160,7 +164,8 @@ class ExperimentConfig:
 # Keys that do not change what is trained, left out of the run folder's hash.
 _NOT_HASHED = ("resume", "run_dir", "runs_dir", "logger", "test", "data.num_workers",
                "data.stream_cache",
-               "trainer.enable_progress_bar", "trainer.log_every_n_steps")
+               "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+               "data.teacher", "data.allow_cache_mismatch")  # checks, not what is trained
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> DictConfig:
@@ -233,11 +238,52 @@ _CHOICES = {
 }
 
 
+# key -> (low, high, (low included, high included)); a value outside is a one-line ConfigError
+_INF = float("inf")
+_RANGES = {
+    "data.batch_size": (1, _INF, (True, False)),
+    "data.window": (1, _INF, (True, False)),
+    "data.num_workers": (0, _INF, (True, False)),
+    "data.pitch_shift": (0, 12, (True, True)),  # the transposition tables span -12..12
+    "data.stats_songs": (1, _INF, (True, False)),
+    "loss.gamma": (0, _INF, (True, False)),
+    "kd.temperature": (0, _INF, (False, False)),
+    "kd.theta": (0, 1, (True, True)),
+    "optim.lr": (0, _INF, (False, False)),
+    "optim.weight_decay": (0, _INF, (True, False)),
+    "optim.warmup_steps": (0, _INF, (True, False)),
+    "optim.min_lr_ratio": (0, 1, (True, True)),
+    "optim.plateau_patience": (0, _INF, (True, False)),
+    "optim.plateau_factor": (0, 1, (False, False)),
+    "trainer.max_epochs": (-1, _INF, (True, False)),
+    "trainer.num_nodes": (1, _INF, (True, False)),
+    "trainer.accumulate_grad_batches": (1, _INF, (True, False)),
+    "trainer.check_val_every_n_epoch": (1, _INF, (True, False)),
+    "trainer.log_every_n_steps": (1, _INF, (True, False)),
+    "checkpoint.patience": (0, _INF, (True, False)),
+}
+_OPTIONAL = ("logger.mode",)  # None means "not set here" (see LoggerConfig.mode)
+
+
 def _check_choices(cfg: DictConfig) -> None:
     for key, allowed in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
+        if value is None and key in _OPTIONAL:
+            continue
         if value not in allowed:
             raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(allowed)}")
+    for key, (low, high, closed) in _RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        above = value >= low if closed[0] else value > low
+        below = value <= high if closed[1] else value < high
+        if not (above and below):
+            if high == _INF:
+                span = f"{'>=' if closed[0] else '>'} {low}"
+            else:
+                span = f"in {'[' if closed[0] else '('}{low}, {high}{']' if closed[1] else ')'}"
+            raise ConfigError(f"config key '{key}': {value} must be {span}")
     noise = cfg.data.noise
     for key in ("time_masks", "time_mask_width", "freq_masks", "freq_mask_width"):
         if noise[key] < 0:

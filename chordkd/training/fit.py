@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -76,13 +77,21 @@ def _logger(cfg: DictConfig, folder: Path):
             from chordkd.atomic import write_text
 
             write_text(id_file, run_id + "\n")
-    os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
+    mode = wandb_mode(cfg.logger.mode, os.environ)
+    os.environ["WANDB_MODE"] = mode  # what wandb itself reads, in this process and its ranks
     os.environ.setdefault("WANDB_SILENT", "true")
     return WandbLogger(
         project=cfg.logger.project, entity=cfg.logger.entity, name=folder.name, id=run_id,
-        resume="allow", save_dir=str(folder), offline=os.environ["WANDB_MODE"] == "offline",
+        resume="allow", save_dir=str(folder), offline=mode == "offline", mode=mode,
         tags=list(cfg.logger.tags), config=OmegaConf.to_container(cfg, resolve=True),
     )
+
+
+def wandb_mode(configured: str | None, environ: Mapping[str, str]) -> str:
+    """The W&B mode of a run: ``logger.mode`` if the config sets it, else ``WANDB_MODE``, else
+    ``offline``. The Makefile exports ``WANDB_MODE=offline``, so an explicit
+    ``logger.mode=online`` must win over the environment, not the other way round."""
+    return configured or environ.get("WANDB_MODE") or "offline"
 
 
 def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
@@ -124,6 +133,7 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
         seed=cfg.seed, strict=d.strict, stats_songs=d.stats_songs,
         noise=OmegaConf.to_container(d.noise), format=d.format, stream=d.stream,
         stream_cache=d.stream_cache,
+        teacher=d.teacher, allow_cache_mismatch=d.allow_cache_mismatch,
     )
     dm.prepare_data()
     dm.setup("fit")
