@@ -131,3 +131,22 @@ def test_fit_with_another_teachers_cache_exits_2_with_a_one_line_error(
     err = capsys.readouterr().err.strip().splitlines()  # progress bars, then the error
     assert err[-1].startswith(f"chordkd fit: error: {cache}: song 'tone_000' was labelled by")
     assert err[-1].endswith("relabel, or set data.allow_cache_mismatch=true")
+
+
+def test_a_madmom_cache_on_this_runs_frame_grid_joins_when_madmom_is_the_teacher(corpus, tmp_path):
+    teachers = pytest.importorskip("chordkd.teachers")
+    pytest.importorskip("chordkd.teachers.madmom").import_madmom()
+    identity = teachers.load_teacher("madmom:cnn").identity
+    grid = FeatureSettings().fingerprint()  # madmom resampled onto chordkd's frames
+    cache = write_cache(corpus, tmp_path / "cache", [identity] * 3,
+                        features=f"madmom-cnn@44100Hz/grid-{grid}")
+    dm = _join(corpus, cache, teacher="madmom:cnn")
+    assert len(dm.train_set.songs) == 3
+
+
+def test_a_waveform_teachers_cache_on_another_frame_grid_is_refused(corpus, tmp_path, teacher_file):
+    other_grid = FeatureSettings(hop=1024).fingerprint()
+    cache = write_cache(corpus, tmp_path / "cache", [file_sha1(teacher_file)] * 3,
+                        features=f"waveform-22050Hz/grid-{other_grid}")
+    with pytest.raises(ChordkdError, match="feature settings"):
+        _join(corpus, cache, teacher=str(teacher_file))
