@@ -8,17 +8,26 @@ machine (CPU model, cores, threads used, torch version, load average before and 
 section), the exact commands, and:
 
 1. CQT front end: ``LogCQT`` vs ``librosa.cqt`` vs nnAudio's untrimmed ``CQT1992v2``;
-2. the stage-1 data path: chordkd's cached path vs the online path (decode + librosa.cqt +
-   teacher forward) vs a BTC-base training step, interleaved in one process;
+2. the stage-1 data path: chordkd's cached path vs the online peer (decode + librosa.cqt +
+   teacher forward per window) vs the offline peer (BTC's and ChordMini's preprocessing:
+   features and targets stored once, read per window), interleaved in one process;
 3. labelling throughput with the BTC-base teacher and teacher-cache size and fidelity (K=8);
-4. training throughput and peak memory per student, fp32 and bf16-mixed (one process each);
-5. the cached data path at 1x, 4x and 16x corpus size (one process each).
+4. training throughput and peak memory per student, fp32 and bf16-mixed (one process each;
+   the median of at least 5 timed steps, with the spread; section 2's training-step row is
+   this section's BTC-base fp32 row, not a second measurement);
+5. the cached data path at 1x, 4x and 16x corpus size (one process each);
+6. training-step levers side by side with eager (AdamW implementations, SDPA backend, threads,
+   batch size, ``torch.compile`` modes), BTC and 2E1D at small and base size;
+7. transcription against madmom's CNN+CRF and DeepChroma+CRF on the same rendered songs:
+   x real time and mir_eval's seven metrics (madmom rows skipped when it is not installed).
 
 With a CUDA device the GPU path is measured too (CQT, data path, labelling and training with
 bf16-mixed, GPU utilisation during training); without one the report says it was not run.
 Scratch data (a ``chordkd synth`` corpus, its caches) lives under ``bench/out/run_all/``.
-Every number is the best of a few repeats after a warm-up: other processes only slow a run
-down. On a shared machine read them with the recorded load average.
+Throughput figures are the best of a few repeats after a warm-up (other processes only slow
+a run down), except training steps, which are medians with their spread; ratios between
+systems come from runs interleaved in one process. On a shared machine read them with the
+recorded load average.
 """
 
 from __future__ import annotations
@@ -69,7 +78,9 @@ import cqt_speed  # noqa: E402
 import data_path  # noqa: E402
 import labelling_speed  # noqa: E402
 import teacher_cache as teacher_cache_bench  # noqa: E402
+import training_levers  # noqa: E402
 import training_speed  # noqa: E402
+import transcription_peers  # noqa: E402
 from bench_audio import FIXTURE_TEACHER  # noqa: E402
 
 from chordkd.atomic import write_json, write_text  # noqa: E402
@@ -83,6 +94,7 @@ TARGETS = {
     "labelling_x_real_time": 200.0,
     "scaling_min_rate_ratio": 0.8,  # 16x windows/s at least this fraction of 1x windows/s
     "scaling_rss_anon_growth_bytes": 256 * 2**20,  # resident heap, 16x minus 1x
+    "training_lever_over_eager": 1.3,  # base size, CPU, a lever that keeps the arithmetic
 }
 
 
@@ -91,11 +103,16 @@ def plan(quick: bool) -> dict:
     """Sizes and repeats: full fits ~10 min on 2 loaded cores, quick about a third of that."""
     if quick:
         return {"songs": 4, "seconds": 30.0, "cqt_seconds": 60.0, "cqt_repeats": 2,
-                "rounds": 2, "cached_batches": 1, "online_batches": 1, "train_steps": 1,
-                "training_steps": 1, "scale_batches": 2, "scale_rounds": 2}
+                "rounds": 2, "cached_batches": 1, "online_batches": 1, "offline_batches": 2,
+                "training_steps": 5, "scale_batches": 2, "scale_rounds": 2,
+                "lever_sizes": ("base",), "lever_rounds": 5, "compile_modes": (),
+                "peer_songs": 3, "peer_seconds": 30.0}
     return {"songs": 8, "seconds": 40.0, "cqt_seconds": 180.0, "cqt_repeats": 3,
-            "rounds": 3, "cached_batches": 2, "online_batches": 1, "train_steps": 1,
-            "training_steps": 3, "scale_batches": 3, "scale_rounds": 3}
+            "rounds": 3, "cached_batches": 2, "online_batches": 1, "offline_batches": 4,
+            "training_steps": 7, "scale_batches": 3, "scale_rounds": 3,
+            "lever_sizes": ("small", "base"), "lever_rounds": 7,
+            "compile_modes": ("default", "max-autotune-no-cudagraphs"),
+            "peer_songs": 6, "peer_seconds": 60.0}
 
 
 # -- machine -----------------------------------------------------------------------------
@@ -184,15 +201,25 @@ def section_labelling(p: dict, scratch: Path, teacher: str, trained: str, device
                          "rows": fidelity}}
 
 
-def section_data_path(corpus: dict, p: dict, teacher: str, devices: list[str]) -> dict:
+def section_data_path(corpus: dict, p: dict, teacher: str, devices: list[str], scratch: Path) -> dict:
     out = {}
     for dev in devices:
         out[dev] = data_path.compare(
             corpus["manifests"][1], corpus["teacher_cache"], teacher, dev, batch_size=32,
             rounds=p["rounds"], cached_batches=p["cached_batches"],
-            online_batches=p["online_batches"], train_steps=p["train_steps"],
-            num_workers=0 if dev == "cpu" else 4)
+            online_batches=p["online_batches"], offline_batches=p["offline_batches"],
+            offline_folder=scratch / "offline_features", num_workers=0 if dev == "cpu" else 4)
     return out
+
+
+def join_training_step(r: dict) -> None:
+    """Section 2's training-step row is section 4's BTC-base fp32 row of the same device."""
+    for dev, dp in r["data_path"].items():
+        if not isinstance(dp, dict) or "cached" not in dp:
+            continue
+        row = next(t for t in r["training"]["rows"] if t["device"].startswith(dev)
+                   and t["student"] == "btc" and t["precision"] == "32-true")
+        data_path.join_train_step(dp, row)
 
 
 def section_training(p: dict, devices: list[str], threads: int) -> dict:
@@ -207,6 +234,67 @@ def section_training(p: dict, devices: list[str], threads: int) -> dict:
                 print(f"[bench]   {dev} {student} {precision}: {row['frames_per_second']:.0f} frames/s, "
                       f"peak {row['peak_memory_bytes'] / 2**20:.0f} MiB", flush=True)
     return {"rows": rows, "commands": cmds}
+
+
+def section_levers(p: dict, devices: list[str], threads: int) -> dict:
+    """Section 6: the levers of ``training_levers`` per device, student and size, each
+    student and size in its own process; peak memory per lever in its own process; weight
+    equivalence with eager at small size."""
+    import json
+    import subprocess
+
+    levers = [lv for lv in training_levers.LEVERS
+              if not lv.startswith("compile") or lv.split(" ", 1)[1] in p["compile_modes"]]
+    if threads <= 1:
+        levers.remove("1 thread")
+    runs, cmds = [], []
+    for dev in devices:
+        for student in STUDENTS:
+            for size in p["lever_sizes"]:
+                cmd = [sys.executable, str(BENCH / "training_levers.py"), "speed", "--student", student,
+                       "--size", size, "--device", dev, "--threads", str(threads),
+                       "--levers", ",".join(levers), "--rounds", str(p["lever_rounds"])]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    raise RuntimeError(f"{command(cmd)} failed:\n{out.stderr[-2000:]}")
+                run = json.loads(out.stdout.strip().splitlines()[-1])
+                cmds.append(command(cmd))
+                if size == "base":
+                    for lever in levers:
+                        mem, _ = training_levers.peak_memory_in_subprocess(student, size, lever, dev, threads)
+                        run["rows"][lever].update(mem)
+                runs.append(run)
+                best = max((r for r in run["rows"].values() if r["lever"] != "eager"),
+                           key=lambda r: r["over_eager"])
+                print(f"[bench]   {dev} {student} {size}: eager {run['rows']['eager']['frames_per_second']:.0f} "
+                      f"frames/s; best lever {best['lever']} x{best['over_eager']:.2f}", flush=True)
+    equivalence = [dict(student=student, **training_levers.weight_deviation(student, lever))
+                   for student in STUDENTS for lever in training_levers.EQUIVALENCE_LEVERS
+                   if lever in levers]
+    optimizer = [row for student in STUDENTS for row in training_levers.optimizer_step_seconds(student)]
+    profiles = [training_levers.profile_step(student) for student in STUDENTS]
+    return {"runs": runs, "commands": cmds, "equivalence": equivalence, "levers": levers,
+            "optimizer_step": optimizer, "profiles": profiles,
+            "dropout_mask": training_levers.dropout_mask_seconds()}
+
+
+def section_transcription(p: dict, scratch: Path, checkpoints: dict[str, str]) -> dict:
+    """Section 7: chordkd's transcription and madmom's two chord recognisers on the same
+    rendered, labelled songs (``chordkd synth``, builtin renderer)."""
+    manifest, cmd = data_path.synth_corpus(scratch / "peer_songs", p["peer_songs"], p["peer_seconds"], seed=11)
+    result = transcription_peers.compare(manifest, checkpoints)
+    result["commands"] = {"synth (peer songs)": command(cmd)}
+    return result
+
+
+def peer_checkpoints(trained: str, teacher: str) -> dict[str, str]:
+    """Row name -> checkpoint for section 7: the trained teacher (when there is one) and the
+    BTC-base fixture, whose weights are random (its scores are chance; its speed is BTC-base's)."""
+    rows = {}
+    if trained != teacher:
+        rows[f"chordkd {Path(trained).parent.parent.name}"] = trained
+    rows["chordkd BTC-base fixture (random weights)"] = teacher
+    return rows
 
 
 def section_scaling(corpus: dict, p: dict, threads: int) -> dict:
@@ -236,6 +324,20 @@ def section_scaling(corpus: dict, p: dict, threads: int) -> dict:
 
 
 # -- verdicts ----------------------------------------------------------------------------
+def lever_verdicts(levers: dict) -> list[tuple[str, float, float]]:
+    """Per student, the best CPU base-size lever that keeps the arithmetic, over eager."""
+    rows = []
+    for run in levers["runs"]:
+        if run["device"] != "cpu" or run["size"] != "base":
+            continue
+        keep = [r for r in run["rows"].values() if r["lever"] in training_levers.EQUIVALENCE_LEVERS]
+        best = max(keep, key=lambda r: r["over_eager"])
+        rows.append((f"{run['student']}-base training step >= 1.3x eager frames/s (CPU; best lever "
+                     f"that keeps the arithmetic: {best['lever']})", best["over_eager"],
+                     TARGETS["training_lever_over_eager"]))
+    return rows
+
+
 def verdicts(r: dict) -> list[dict]:
     cqt = r["cqt"]["cpu"]
     dp = r["data_path"]["cpu"]
@@ -250,6 +352,7 @@ def verdicts(r: dict) -> list[dict]:
          TARGETS["labelling_x_real_time"]),
         ("data path per-hour cost flat 1x..16x (16x rate / 1x rate >= 0.8)", sc["rate_ratio_16x_over_1x"],
          TARGETS["scaling_min_rate_ratio"]),
+        *lever_verdicts(r["levers"]),
     ]
     out = [{"target": name, "measured": value, "threshold": thr, "holds": value >= thr}
            for name, value, thr in rows]
@@ -300,21 +403,33 @@ def markdown(r: dict) -> str:
               f"median relative magnitude error {ag['rel_mag_err_median']:.4f}."]
 
     lines += ["", f"## 2. Stage-1 data path ({_load(r['data_path']['section'])})", "",
-              "Batch 32 x 108 frames; rounds interleaved in one process, best round of each.", "",
+              "Batch 32 x 108 frames; the three data paths interleaved round by round in one process, "
+              "best round of each. The training step is section 4's BTC-base fp32 row (median of its "
+              "timed steps, [min, max]): one measurement for both tables.", "",
               "| device | path | windows/s | frames/s | one epoch over 1,000 h | time split |",
               "|---|---|---:|---:|---:|---|"]
     for dev in r["devices"]:
         d = r["data_path"][dev]
         for key, name in (("cached", "chordkd: TeacherDataModule + LogCQT on the device"),
-                          ("online", "online: soundfile + librosa.cqt per window, teacher per batch"),
-                          ("train_step", "BTC-base training step, fp32")):
+                          ("offline", "offline peer (BTC, ChordMini): stored librosa CQT + targets, read per window"),
+                          ("online", "online peer: soundfile + librosa.cqt per window, teacher per batch"),
+                          ("train_step", "BTC-base training step, fp32 (section 4)")):
             row = d[key]
             parts = ", ".join(f"{k.replace('_seconds', '')} {v:.2f} s" for k, v in row.get("parts", {}).items())
-            lines.append(f"| {dev} | {name} | {row['windows_per_second']:.1f} | {row['frames_per_second']:.0f} | "
+            rate = f"{row['windows_per_second']:.1f}"
+            if "windows_per_second_min" in row:
+                rate += f" [{row['windows_per_second_min']:.1f}, {row['windows_per_second_max']:.1f}]"
+            lines.append(f"| {dev} | {name} | {rate} | {row['frames_per_second']:.0f} | "
                          f"{row['epoch_hours_for_1000h']:.1f} h | {parts} |")
-        lines += ["", f"{dev}: cached / online **{d['cached_over_online']:.1f}x**, cached / training step "
+        prep = d["offline"]["preprocessing"]
+        lines += ["", f"{dev}: cached / online **{d['cached_over_online']:.1f}x**, cached / offline "
+                  f"**{d['cached_over_offline']:.2f}x**, cached / training step "
                   f"**{d['cached_over_train_step']:.1f}x**: a stage-1 epoch is bound by the "
-                  f"{d['stage1_epoch_bound_by']} ({d['windows_per_audio_hour']:.0f} windows per audio-hour).", ""]
+                  f"{d['stage1_epoch_bound_by']} ({d['windows_per_audio_hour']:.0f} windows per audio-hour). "
+                  f"The offline peer's preprocessing ran at {prep['x_real_time']:.0f}x real time and stores "
+                  f"{prep['stored_bytes_per_audio_hour'] / 1e6:.0f} MB per audio-hour unshifted, "
+                  f"{prep['stored_bytes_per_audio_hour_with_btc_pitch_shifts'] / 1e6:.0f} MB with BTC's 12 "
+                  "pitch shifts (chordkd shifts on the fly).", ""]
 
     lab = r["labelling"]
     lines += [f"## 3. Labelling and the teacher cache ({_load(lab['section'])})", "",
@@ -338,14 +453,16 @@ def markdown(r: dict) -> str:
 
     tr = r["training"]
     lines += ["", f"## 4. Training throughput and peak memory ({_load(tr['section'])})", "",
-              "Batch 32 x 108 frames, forward + focal loss + backward + AdamW; one process per row.", "",
-              "| device | student | precision | parameters | frames/s | windows/s | peak memory |",
-              "|---|---|---|---:|---:|---:|---:|"]
+              "Batch 32 x 108 frames, forward + focal loss + backward + AdamW; one process per row; "
+              "frames/s of the median timed step after a warm-up step, [slowest, fastest].", "",
+              "| device | student | precision | parameters | frames/s | windows/s | steps | peak memory |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
     for row in tr["rows"]:
         util = row.get("gpu_utilisation", {})
         extra = f" (GPU busy {util['mean_percent']:.0f}%)" if "mean_percent" in util else ""
         lines.append(f"| {row['device']} | {row['student']} | {row['precision']} | {row['parameters']:,} | "
-                     f"{row['frames_per_second']:.0f} | {row['windows_per_second']:.1f} | "
+                     f"{row['frames_per_second']:.0f} [{row['frames_per_second_min']:.0f}, "
+                     f"{row['frames_per_second_max']:.0f}] | {row['windows_per_second']:.1f} | {row['steps']} | "
                      f"{row['peak_memory_bytes'] / mb:.0f} MiB{extra} |")
     lines += ["", "CPU memory: peak RSS after the steps minus peak RSS before the model was built "
               "(`VmHWM`; `ru_maxrss` would carry the parent's peak across `exec`); CUDA: "
@@ -366,11 +483,62 @@ def markdown(r: dict) -> str:
                      f"{row['audio_cache_bytes_per_hour'] / 1e6:.0f} MB | {row['teacher_cache_bytes_per_hour'] / 1e6:.2f} MB | "
                      f"{mem['RssAnon'] / mb:.0f} MiB | {mem['RssFile'] / mb:.0f} MiB | {row['setup_seconds']:.1f} s |")
     lines += ["", "RssFile counts the memory-mapped caches' pages this process touched (reclaimable "
-              "page cache); RssAnon is the process's own heap.", "", "## Commands", "",
+              "page cache); RssAnon is the process's own heap."]
+    lines += levers_markdown(r["levers"]) + transcription_markdown(r["transcription"])
+    lines += ["", "## Commands", "",
               f"- `{r['command']}`"]
     lines += [f"- {k}: `{v}`" for k, v in r["commands"].items()]
-    lines += [f"- `{c}`" for c in r["training"]["commands"] + r["scaling"]["commands"]]
+    lines += [f"- `{c}`" for c in r["training"]["commands"] + r["scaling"]["commands"]
+              + r["levers"]["commands"]]
     return "\n".join(lines) + "\n"
+
+
+def levers_markdown(lv: dict) -> list[str]:
+    lines = ["", f"## 6. Training-step levers ({_load(lv['section'])})", "",
+             "fp32, batch 32 x 108 unless the lever is the batch. All levers of one student and size in one "
+             "process, one step each per round; frames/s is the median over rounds [min, max]; the "
+             "ratio is the median of the per-round ratios to eager [min, max]; warm-up includes "
+             "compilation. Peak memory (base size): each lever in its own process.", "",
+             "| device | student | size | lever | frames/s | over eager | warm-up | peak memory |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    for run in lv["runs"]:
+        for row in run["rows"].values():
+            mem = f"{row['peak_memory_bytes'] / 2**20:.0f} MiB" if "peak_memory_bytes" in row else ""
+            lines.append(f"| {run['device']} | {run['student']} | {run['size']} | {row['lever']} | "
+                         f"{row['frames_per_second']:.0f} [{row['frames_per_second_min']:.0f}, "
+                         f"{row['frames_per_second_max']:.0f}] | {row['over_eager']:.2f}x "
+                         f"[{row['over_eager_min']:.2f}, {row['over_eager_max']:.2f}] | "
+                         f"{row['warm_up_seconds']:.1f} s | {mem} |")
+    lines += ["", "Equivalence with eager (small size, 3 steps from the same weights on the same batch, "
+              "dropout off):", "", "| student | lever | max abs weight difference | max abs weight update |",
+              "|---|---|---:|---:|"]
+    for e in lv["equivalence"]:
+        lines.append(f"| {e['student']} | {e['lever']} | {e['max_abs_weight_difference']:.1e} | "
+                     f"{e['max_abs_weight_update']:.1e} |")
+    lines += ["", "`optimizer.step()` alone, base size, random gradients (median of 15):", "",
+              "| student | threads | for-loop | foreach | fused |", "|---|---:|---:|---:|---:|"]
+    by = {(o["student"], o["threads"], o["implementation"]): o["median_seconds"] for o in lv["optimizer_step"]}
+    for student, threads in dict.fromkeys((o["student"], o["threads"]) for o in lv["optimizer_step"]):
+        lines.append(f"| {student} | {threads} | " + " | ".join(
+            f"{1e3 * by[(student, threads, impl)]:.1f} ms" for impl in ("for-loop", "foreach", "fused")) + " |")
+    lines += ["", "Where the eager fp32 step's time goes (base size, 1 thread, `torch.profiler`, self time):", ""]
+    for prof in lv["profiles"]:
+        lines.append(f"- {prof['student']}: " + ", ".join(
+            f"`{t['op']}` {100 * t['fraction']:.0f}%" for t in prof["top"]))
+    dm = lv["dropout_mask"]
+    lines += ["", f"One dropout mask of shape {dm['shape']} ({dm['threads']} threads): `bernoulli_` "
+              f"{1e3 * dm['bernoulli_seconds']:.1f} ms, `rand < p` {1e3 * dm['rand_less_than_seconds']:.1f} ms, "
+              f"a softmax of the same tensor {1e3 * dm['softmax_seconds']:.1f} ms."]
+    return lines
+
+
+def transcription_markdown(tr: dict) -> list[str]:
+    lines = ["", f"## 7. Transcription against madmom ({_load(tr['section'])})", "",
+             f"{tr['songs']} rendered songs ({tr['audio_seconds'] / 60:.1f} min, `chordkd synth`), every "
+             "system in turn song by song in one process, from the audio file to intervals (madmom: "
+             "decoding and resampling to 44.1 kHz included); models loaded before the clock starts. "
+             "WCSR in percent. madmom's models know major, minor and N only.", ""]
+    return lines + transcription_peers.markdown_rows(tr)
 
 
 def _jsonable(obj):
@@ -413,9 +581,15 @@ def main(args: argparse.Namespace) -> dict:
                                    lambda: section_labelling(p, scratch, teacher, trained, devices))
     corpus = r["labelling"].pop("corpus")
     r["commands"] = corpus["commands"]
-    r["data_path"] = timed_section("2. stage-1 data path", lambda: section_data_path(corpus, p, teacher, devices))
+    r["data_path"] = timed_section("2. stage-1 data path",
+                                   lambda: section_data_path(corpus, p, teacher, devices, scratch))
     r["training"] = timed_section("4. training throughput", lambda: section_training(p, devices, args.threads))
+    join_training_step(r)
     r["scaling"] = timed_section("5. scaling 1x/4x/16x", lambda: section_scaling(corpus, p, args.threads))
+    r["levers"] = timed_section("6. training levers", lambda: section_levers(p, devices, args.threads))
+    r["transcription"] = timed_section("7. transcription against madmom", lambda: section_transcription(
+        p, scratch, peer_checkpoints(trained, teacher)))
+    r["commands"].update(r["transcription"].pop("commands"))
     r["verdicts"] = verdicts(r)
     r["load_average_after"] = list(os.getloadavg())
     r["wall_seconds"] = time.perf_counter() - t0
