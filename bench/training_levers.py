@@ -168,6 +168,39 @@ def weight_deviation(student: str, lever: str, steps: int = 3, size: str = "smal
             "max_abs_weight_update": update}
 
 
+# OpenMP's wait policy is read when the runtime loads, so each setting needs its own process.
+WAIT_POLICIES: dict[str, str | None] = {"OpenMP default (spin, then sleep)": None,
+                                        "OMP_WAIT_POLICY=PASSIVE": "PASSIVE"}
+
+
+def wait_policy_rounds(student: str, size: str, rounds: int, steps: int, threads: int,
+                       device: str = "cpu") -> dict:
+    """Eager steps (chordkd's default AdamW) under each OpenMP wait policy, one fresh process
+    per policy per round, policies alternating round by round. Per policy: the median over
+    rounds of each process's median frames/s; the ratio is the median of per-round ratios.
+    ``bitwise_equal``: whether every process ended with the same weights (same seed)."""
+    from training_speed import measure_in_subprocess
+
+    rates: dict[str, list[float]] = {name: [] for name in WAIT_POLICIES}
+    digests, cmds = set(), []
+    for _ in range(rounds):
+        for name, value in WAIT_POLICIES.items():
+            row, cmd = measure_in_subprocess(student, size, BATCH, "32-true", device, steps, threads,
+                                             env={"OMP_WAIT_POLICY": value})
+            rates[name].append(row["frames_per_second"])
+            digests.add(row["weights_sha1"])
+            cmds.append(("OMP_WAIT_POLICY=" + value + " " if value else "") + " ".join(cmd))
+    default, passive = (rates[name] for name in WAIT_POLICIES)
+    ratios = [b / a for a, b in zip(default, passive)]
+    return {"student": student, "size": size, "threads": threads, "rounds": rounds,
+            "steps_per_process": steps,
+            "frames_per_second": {name: statistics.median(r) for name, r in rates.items()},
+            "rounds_frames_per_second": rates,
+            "passive_over_default": statistics.median(ratios),
+            "passive_over_default_min": min(ratios), "passive_over_default_max": max(ratios),
+            "bitwise_equal": len(digests) == 1, "commands": cmds}
+
+
 def optimizer_step_seconds(student: str, size: str = "base", repeats: int = 15,
                            threads: tuple[int, ...] = (1, 2)) -> list[dict]:
     """Median seconds of ``optimizer.step()`` alone for each AdamW kernel (random gradients,

@@ -21,6 +21,7 @@ while the timed steps run.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -216,12 +217,17 @@ def measure(student: str, size: str, batch: int, precision: str, device: str, st
             util.__exit__()
     frames = batch * WINDOW
     stats = step_statistics(times, frames)
+    digest = hashlib.sha1()
+    for p in model.parameters():  # same seed, same steps: equal digests mean bitwise-equal training
+        digest.update(p.detach().cpu().numpy().tobytes())
     result = {
         "student": student, "size": size, "precision": precision, "device": str(dev),
         "batch": batch, "window": WINDOW, "parameters": count_parameters(model),
         "threads": torch.get_num_threads(), "warm_up_steps": warm_up, "warm_up_seconds": warm_up_s,
         "step_seconds": times, **stats,
         "windows_per_second": stats["frames_per_second"] / WINDOW,
+        "weights_sha1": digest.hexdigest(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
     if dev.type == "cuda":
         result["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(dev))
@@ -235,13 +241,21 @@ def measure(student: str, size: str, batch: int, precision: str, device: str, st
 
 
 def measure_in_subprocess(
-    student: str, size: str, batch: int, precision: str, device: str, steps: int, threads: int
+    student: str, size: str, batch: int, precision: str, device: str, steps: int, threads: int,
+    env: dict[str, str | None] | None = None,
 ) -> tuple[dict, list[str]]:
-    """Run :func:`measure` in a fresh interpreter; returns (its result, the exact command)."""
+    """Run :func:`measure` in a fresh interpreter; returns (its result, the exact command).
+    ``env``: variables to set (None: to remove) for that interpreter, e.g. OpenMP's."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--student", student, "--size", size,
            "--batch", str(batch), "--precision", precision, "--device", device,
            "--steps", str(steps), "--threads", str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    child_env = dict(os.environ)
+    for key, value in (env or {}).items():
+        if value is None:
+            child_env.pop(key, None)
+        else:
+            child_env[key] = value
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=child_env)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1]), cmd
