@@ -47,7 +47,7 @@ GOALS = {"labelling_x_real_time": 5000.0, "stage1_gpu_utilisation_percent": 90.0
 def plan(quick: bool, accelerator: str) -> dict:
     """Sizes: the GPU plan fits 8 minutes on one GPU; quick is a toy run for any machine."""
     if quick:
-        return {"songs": 2, "seconds": 15.0, "replicas": 2, "cqt_seconds": 20.0, "cqt_repeats": 1,
+        return {"songs": 2, "seconds": 15.0, "replicas": 2, "cqt_seconds": 10.0, "cqt_repeats": 1,
                 "steps": 6, "batch_size": 8, "ddp_steps": 2, "num_workers": 0, "size": "small",
                 "label_workers": 1, "label_batch": 1}
     return {"songs": 24, "seconds": 60.0, "replicas": 16, "cqt_seconds": 600.0, "cqt_repeats": 3,
@@ -106,7 +106,8 @@ def stage1(manifest: Path, cache: Path, p: dict, accelerator: str, folder: Path)
     timer = type("Timer", (StepTimer, Callback), {})(device_type)
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision="bf16-mixed",
                         max_steps=p["steps"], max_epochs=-1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, callbacks=[timer], num_sanity_val_steps=0,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+                        num_sanity_val_steps=0,
                         default_root_dir=folder, limit_val_batches=0)
     if device_type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
         out = fn()
         r["step_seconds"][name] = time.perf_counter() - t0
         print(f"[gpu_check] {name}: {r['step_seconds'][name]:.0f} s", flush=True)
+        # what is done so far survives a timeout: the JSON grows step by step
+        write_json(args.out / "gpu_results.json", {**r, "complete": False, name: out})
         return out
 
     base, _ = step("synth", lambda: data_path.synth_corpus(scratch / "corpus", p["songs"], p["seconds"]))
@@ -301,6 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
         base, teacher, args.accelerator, scratch / "labs"))
     r["verdicts"] = verdicts(r)
     r["wall_seconds"] = time.perf_counter() - t_all
+    r["complete"] = True
     write_json(args.out / "gpu_results.json", r)
     write_text(args.out / "gpu_results.md", markdown(r))
     print(markdown(r))
