@@ -50,7 +50,7 @@ def plan(quick: bool, accelerator: str) -> dict:
         return {"songs": 2, "seconds": 15.0, "replicas": 2, "cqt_seconds": 10.0, "cqt_repeats": 1,
                 "steps": 6, "batch_size": 8, "ddp_steps": 2, "num_workers": 0, "size": "small",
                 "label_workers": 1, "label_batch": 1}
-    return {"songs": 24, "seconds": 60.0, "replicas": 16, "cqt_seconds": 600.0, "cqt_repeats": 3,
+    return {"songs": 16, "seconds": 45.0, "replicas": 32, "cqt_seconds": 300.0, "cqt_repeats": 3,
             "steps": 200, "batch_size": 128, "ddp_steps": 50, "num_workers": 8, "size": "base",
             "label_workers": 8, "label_batch": 8}
 
@@ -289,7 +289,15 @@ def main(argv: list[str] | None = None) -> dict:
         write_json(args.out / "gpu_results.json", {**r, "complete": False, name: out})
         return out
 
-    base, _ = step("synth", lambda: data_path.synth_corpus(scratch / "corpus", p["songs"], p["seconds"]))
+    def synth() -> Path:
+        folder = scratch / "corpus"
+        if not (folder / "manifest.csv").is_file():
+            run_cli(["synth", "--out", str(folder), "--songs", str(p["songs"]), "--seconds",
+                     f"{p['seconds']:g}", "--seed", "7", "--no-progress",
+                     "--workers", str(min(p["songs"], os.cpu_count() or 1))])
+        return folder / "manifest.csv"
+
+    base = step("synth", synth)
     big = scratch / f"x{p['replicas']}" / "manifest.csv"
     data_path.replicate_manifest(base, big, p["replicas"])
     device = "cuda" if gpu else "cpu"
