@@ -19,7 +19,7 @@ TEACHER_CKPT = $$($(CHORDKD) fit experiments/teacher.yaml $(TEACHER_ARGS) --prin
 STAGE1_CKPT = $(call run_dir,stage1,$(STUDENT))/checkpoints/best.ckpt
 
 .PHONY: help install test test-fast lint synth teacher label stage1 stage2 baseline evaluate \
-        results demo feature-kd noisy-student bench clean
+        results demo feature-kd noisy-student bench gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -91,8 +91,11 @@ noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES, each 
 	    --rounds $(ROUNDS) --sizes $(SIZES) --teacher $(TEACHER_CKPT) \
 	    --teacher-cache $(RUNS)/teacher_cache/pool $(ARGS)
 
-bench: install  ## benchmarks: CQT, data path, labelling, teacher cache, training, scaling -> bench/results.{json,md}
+bench: install  ## benchmarks: CQT, data path (+ peers), labelling, cache, training, scaling, levers, vs madmom -> bench/results.{json,md}
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+gpu-check: install  ## the GPU path end to end (CUDA; at most 8 min) -> bench/gpu_results.{json,md}
+	PY=$(BIN)/python bench/gpu_check.sh
 
 clean:  ## remove runs and generated data (keeps .venv)
 	rm -rf $(RUNS) data bench/out

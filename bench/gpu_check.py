@@ -50,21 +50,24 @@ def plan(quick: bool, accelerator: str) -> dict:
         return {"songs": 2, "seconds": 15.0, "replicas": 2, "cqt_seconds": 10.0, "cqt_repeats": 1,
                 "steps": 6, "batch_size": 8, "ddp_steps": 2, "num_workers": 0, "size": "small",
                 "label_workers": 1, "label_batch": 1}
-    return {"songs": 16, "seconds": 45.0, "replicas": 32, "cqt_seconds": 300.0, "cqt_repeats": 3,
+    return {"songs": 16, "seconds": 45.0, "replicas": 64, "cqt_seconds": 300.0, "cqt_repeats": 3,
             "steps": 200, "batch_size": 128, "ddp_steps": 50, "num_workers": 8, "size": "base",
             "label_workers": 8, "label_batch": 8}
 
 
 class StepTimer:
     """Lightning callback: per training step, the seconds spent waiting for the batch (from
-    the end of the previous step to the start of this one) and the seconds of the step."""
+    the end of the previous step to the start of this one: loading, transfer and the CQT in
+    ``on_after_batch_transfer``) and the seconds of the step. ``util`` (a ``GpuUtilisation``)
+    is polled from the end of step ``warm_up`` to the end of training only."""
 
-    def __init__(self, device_type: str) -> None:
-        self.device_type = device_type
+    def __init__(self, device_type: str, warm_up: int = 0, util=None) -> None:
+        self.device_type, self.warm_up, self.util = device_type, warm_up, util
         self.wait: list[float] = []
         self.step: list[float] = []
         self._end: float | None = None
         self._start = 0.0
+        self._polling = False
 
     def _sync(self) -> None:
         if self.device_type == "cuda":
@@ -82,6 +85,14 @@ class StepTimer:
         self._sync()
         self._end = time.perf_counter()
         self.step.append(self._end - self._start)
+        if self.util is not None and len(self.step) == self.warm_up and not self._polling:
+            self.util.__enter__()
+            self._polling = True
+
+    def on_train_end(self, trainer, module) -> None:
+        if self._polling:
+            self.util.__exit__()
+            self._polling = False
 
 
 def stage1(manifest: Path, cache: Path, p: dict, accelerator: str, folder: Path) -> dict:
@@ -103,7 +114,9 @@ def stage1(manifest: Path, cache: Path, p: dict, accelerator: str, folder: Path)
     module = StudentModule(student="btc", size=p["size"], mean=mean, std=std,
                            optim={"schedule": "constant"}, features=dm.settings.to_dict())
     device_type = "cuda" if accelerator == "gpu" else "cpu"
-    timer = type("Timer", (StepTimer, Callback), {})(device_type)
+    skip = min(p["steps"] // 4, 10)  # warm-up steps: kernel selection, workers starting
+    util = GpuUtilisation() if device_type == "cuda" else None
+    timer = type("Timer", (StepTimer, Callback), {})(device_type, skip, util)
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision="bf16-mixed",
                         max_steps=p["steps"], max_epochs=-1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
@@ -112,15 +125,9 @@ def stage1(manifest: Path, cache: Path, p: dict, accelerator: str, folder: Path)
     if device_type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     baseline = peak_rss_bytes()
-    util = GpuUtilisation() if device_type == "cuda" else None
     t0 = time.perf_counter()
-    if util is not None:
-        with util:
-            trainer.fit(module, datamodule=dm)
-    else:
-        trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=dm)
     wall = time.perf_counter() - t0
-    skip = min(len(timer.step) // 4, 10)  # warm-up steps: kernel selection, workers starting
     steps, waits = timer.step[skip:], timer.wait[skip:]
     busy = sum(steps)
     waited = sum(waits)
@@ -129,7 +136,9 @@ def stage1(manifest: Path, cache: Path, p: dict, accelerator: str, folder: Path)
            "windows_per_second": p["batch_size"] * len(steps) / (busy + waited) if steps else None,
            "step_seconds_median": sorted(steps)[len(steps) // 2] if steps else None,
            "data_wait_fraction": waited / (busy + waited) if steps else None,
-           "data_wait_seconds_max": max(waits) if waits else None}
+           "data_wait_seconds_max": max(waits) if waits else None,
+           "data_wait_seconds_median": sorted(waits)[len(waits) // 2] if waits else None,
+           "windows_per_epoch": len(dm.train_set)}
     if device_type == "cuda":
         out["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated())
         out["gpu_utilisation"] = util.summary()
