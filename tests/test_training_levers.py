@@ -90,6 +90,14 @@ def test_an_unknown_adamw_kernel_is_refused_by_name():
         adamw([torch.nn.Parameter(torch.zeros(1))], 1e-3, 0.0, "turbo")
 
 
+def test_an_unknown_adamw_kernel_in_a_config_names_the_key():
+    from chordkd.errors import ConfigError
+    from chordkd.training.config import load_config
+
+    with pytest.raises(ConfigError, match="optim.implementation"):
+        load_config(None, ["optim.implementation=turbo"])
+
+
 def test_lever_equivalence_separates_rounding_from_a_changed_training():
     fused = training_levers.weight_deviation("btc", "adamw fused", steps=2, batch=4)
     assert fused["max_abs_weight_difference"] < 1e-3 * fused["max_abs_weight_update"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
@@ -42,7 +43,8 @@ ADAMW_IMPLEMENTATIONS = ("auto", "fused", "foreach", "for-loop")
 
 
 def adamw(
-    params, lr: float, weight_decay: float, implementation: str = "auto", precision: str = "32-true"
+    params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float,
+    implementation: str = "auto", precision: str = "32-true",
 ) -> torch.optim.AdamW:
     """AdamW with the chosen kernel; all three compute the same update up to float rounding.
 
