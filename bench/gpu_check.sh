@@ -13,6 +13,4 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 export WANDB_MODE=offline CHORDKD_NO_PROGRESS=1
-# chordkd's default (chordkd/openmp.py): OpenMP threads sleep at barriers instead of spinning
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec timeout --signal=INT --kill-after=20 "${GPU_CHECK_LIMIT_S:-480}" "$PY" bench/gpu_check.py "$@"

@@ -13,7 +13,6 @@ import logging
 import sys
 
 from chordkd.errors import ChordkdError
-from chordkd.openmp import prefer_passive_wait
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,7 +39,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    prefer_passive_wait()  # before any subcommand module imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
     # Import only the chosen subcommand's module: find the first known command word.
     chosen = next((a for a in argv if a in COMMANDS), None)

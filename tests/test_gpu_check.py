@@ -27,7 +27,7 @@ def test_goals_hold_only_at_or_above_their_thresholds_and_unmeasured_ones_say_so
 @pytest.mark.slow
 @pytest.mark.skipif(not (FIXTURE_BTC / "checkpoint.pt").is_file(), reason="shared BTC fixture not present")
 def test_cpu_smoke_run_covers_every_step_and_writes_both_reports(tmp_path: Path):
-    # through the shell script, as a user runs it (it sets chordkd's OpenMP wait policy)
+    # through the shell script, as a user runs it
     subprocess.run([str(BENCH / "gpu_check.sh"), "--accelerator", "cpu", "--quick", "--out", str(tmp_path),
                     "--scratch", str(tmp_path / "scratch")], check=True, capture_output=True,
                    env={**os.environ, "PY": sys.executable})
