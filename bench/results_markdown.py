@@ -18,7 +18,8 @@ def markdown(r: dict) -> str:
         f"Measured {r['started']} by `{r['command']}`{' (quick)' if r['quick'] else ''}, "
         f"{r['wall_seconds'] / 60:.1f} min in all.", "",
         f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['threads_used']} threads used, torch "
-        f"{m['torch']}, Python {m['python']}. 1-minute load average {r['load_average_before'][0]:.2f} "
+        f"{m['torch']}, Python {m['python']}, OMP_WAIT_POLICY {m.get('omp_wait_policy') or 'unset'}. "
+        f"1-minute load average {r['load_average_before'][0]:.2f} "
         f"before, {r['load_average_after'][0]:.2f} after (other jobs share this machine: a load "
         f"above the core count means every figure below is pessimistic).", "",
         "GPU: " + (f"{m['gpu']}, measured (rows marked cuda)." if "cuda" in r["devices"]

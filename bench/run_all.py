@@ -137,6 +137,7 @@ def machine(threads: int) -> dict:
         "torch_num_threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": platform.python_version(), "platform": platform.platform(),
         "cuda_available": torch.cuda.is_available(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # how OpenMP threads wait: see section 6
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
