@@ -38,7 +38,7 @@ endif
 STAGE1_CKPT = $(call run_dir,stage1,$(STUDENT) $(STAGE1_ARGS))/checkpoints/best.ckpt
 
 .PHONY: help install test test-fast lint synth teacher label stage1 stage2 baseline evaluate \
-        results demo feature-kd noisy-student bench mutants clean
+        results demo feature-kd noisy-student bench mutants gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -123,13 +123,16 @@ noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES, each 
 	    --rounds $(ROUNDS) --sizes $(SIZES) --teacher $(TEACHER_CKPT) \
 	    --teacher-cache $(RUNS)/teacher_cache/pool $(ARGS)
 
-bench: install  ## benchmarks: CQT, data path, labelling, teacher cache, training, scaling, synthesis -> bench/*.{json,md}
+bench: install  ## benchmarks: CQT, data path (+ peers), labelling, cache, training, levers, vs madmom, scaling, synthesis -> bench/*.{json,md}
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 	$(BIN)/python bench/scaling.py $(SCALING_ARGS)  # incremental cache, streamed data path
 	$(BIN)/python bench/realistic_synth.py $(filter --quick,$(BENCH_ARGS))
 
 mutants: install  ## deliberate bugs, one at a time, vs the tests that must catch them -> mutants/results.md
 	WANDB_MODE=offline $(BIN)/python mutants/run.py $(MUTANTS_ARGS)
+
+gpu-check: install  ## the GPU path end to end (CUDA; at most 8 min) -> bench/gpu_results.{json,md}
+	PY=$(BIN)/python bench/gpu_check.sh
 
 clean:  ## remove runs and generated data (keeps .venv)
 	rm -rf $(RUNS) data bench/out

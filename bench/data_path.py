@@ -6,7 +6,10 @@ context each side) with the teacher's cached outputs, and ``on_after_batch_trans
 ``LogCQT`` on the device and applies the pitch shift. A window is counted once it has features
 and targets on the device.
 
-*Online* (what public ACR research code does): per window, decode the audio segment from its
+*Offline* (BTC's and ChordMini's preprocessing, ``offline_path.py``): features and teacher
+targets computed once per song and stored; per window a memory-mapped read.
+
+*Online* (what public ACR research code does on the fly): per window, decode the audio segment from its
 file (soundfile seek + read of the same samples), ``librosa.cqt`` of the segment with BTC's
 settings, log; per batch, a teacher forward (``load_official_btc``) for the argmax targets.
 No pitch shift (that only flatters the online path).
@@ -223,46 +226,66 @@ def windows_per_audio_hour(dm: TeacherDataModule) -> float:
 
 
 def compare(manifest: Path, teacher_cache: Path, teacher: str, device: str, batch_size: int,
-            rounds: int, cached_batches: int, online_batches: int, train_steps: int,
-            num_workers: int = 0) -> dict:
-    """Section 2: cached vs online windows/s vs a BTC-base training step, interleaved."""
-    from training_speed import make_train_step
+            rounds: int, cached_batches: int, online_batches: int, offline_batches: int,
+            offline_folder: Path, num_workers: int = 0) -> dict:
+    """Section 2: chordkd's cached path, the online peer and the offline peer, interleaved.
+
+    The training step these are compared with is measured once, in the training section
+    (``run_all`` joins the two), so one figure has one measurement.
+    """
+    from offline_path import OfflinePath
 
     dev = torch.device(device)
     dm = data_module(manifest, teacher_cache, batch_size, num_workers)
     cached = CachedPath(dm, dev)
     online = OnlinePath(manifest, teacher, batch_size, dev)
-    step, _ = make_train_step("btc", "base", batch_size, "32-true", dev)
-
-    def train() -> tuple[int, float, float]:
-        t0 = time.perf_counter()
-        step()
-        return batch_size, time.perf_counter() - t0, 0.0
-
-    rows = timed_rounds({"cached": cached.batch, "online": online.batch, "train_step": train},
-                        {"cached": cached_batches, "online": online_batches, "train_step": train_steps},
+    offline = OfflinePath(manifest, offline_folder, teacher, batch_size, dev)
+    offline_prep = offline.prepare()
+    rows = timed_rounds({"cached": cached.batch, "online": online.batch, "offline": offline.batch},
+                        {"cached": cached_batches, "online": online_batches, "offline": offline_batches},
                         rounds)
     rows["cached"]["parts"] = {"loader_seconds": rows["cached"].pop("part_a_seconds"),
                                "device_cqt_seconds": rows["cached"].pop("part_b_seconds")}
     rows["online"]["parts"] = {"decode_and_librosa_cqt_seconds": rows["online"].pop("part_a_seconds"),
                                "teacher_seconds": rows["online"].pop("part_b_seconds")}
-    for k in ("part_a_seconds", "part_b_seconds"):
-        rows["train_step"].pop(k)
+    rows["offline"]["parts"] = {"stored_window_reads_seconds": rows["offline"].pop("part_a_seconds"),
+                                "to_device_seconds": rows["offline"].pop("part_b_seconds")}
+    rows["offline"]["preprocessing"] = {
+        **offline_prep, "x_real_time": offline_prep["audio_seconds"] / offline_prep["prepare_seconds"]
+        if offline_prep["prepare_seconds"] > 0 else None}
     per_hour = windows_per_audio_hour(dm)
     for row in rows.values():
-        row["frames_per_second"] = row["windows_per_second"] * WINDOW
-        row["epoch_hours_for_1000h"] = (per_hour * HOURS_PER_EPOCH_PROJECTION
-                                        / row["windows_per_second"] / 3600)
-    c, o, t = (rows[k]["windows_per_second"] for k in ("cached", "online", "train_step"))
+        add_projection(row, per_hour)
+    c, o, f = (rows[k]["windows_per_second"] for k in ("cached", "online", "offline"))
     return {
         "device": str(dev), "batch_size": batch_size, "num_workers": num_workers,
         "rounds": rounds, "threads": torch.get_num_threads(),
         "corpus_songs": len(dm.train_set.songs), "windows_per_audio_hour": per_hour,
         **rows,
         "cached_over_online": c / o,
-        "cached_over_train_step": c / t,
-        "stage1_epoch_bound_by": "data" if c < t else "training step",
+        "cached_over_offline": c / f,
     }
+
+
+def add_projection(row: dict, windows_per_hour: float) -> None:
+    """Add frames/s and the hours one epoch over 1,000 audio-hours would take at this rate."""
+    row["frames_per_second"] = row["windows_per_second"] * WINDOW
+    row["epoch_hours_for_1000h"] = (windows_per_hour * HOURS_PER_EPOCH_PROJECTION
+                                    / row["windows_per_second"] / 3600)
+
+
+def join_train_step(data_path_row: dict, training_row: dict) -> None:
+    """Put the training section's measurement of the BTC-base fp32 step (median frames/s of
+    its timed steps, with min and max) in the data-path table: one measurement, two tables."""
+    w = training_row["windows_per_second"]
+    step = {"windows_per_second": w, "windows_per_second_min": training_row["frames_per_second_min"] / WINDOW,
+            "windows_per_second_max": training_row["frames_per_second_max"] / WINDOW,
+            "steps": training_row["steps"], "source": "training section, same row"}
+    add_projection(step, data_path_row["windows_per_audio_hour"])
+    data_path_row["train_step"] = step
+    data_path_row["cached_over_train_step"] = data_path_row["cached"]["windows_per_second"] / w
+    data_path_row["stage1_epoch_bound_by"] = ("data" if data_path_row["cached"]["windows_per_second"] < w
+                                              else "training step")
 
 
 # -- scaling -----------------------------------------------------------------------------

@@ -8,20 +8,29 @@ machine (CPU model, cores, threads used, torch version, load average before and 
 section), the exact commands, and:
 
 1. CQT front end: ``LogCQT`` vs ``librosa.cqt`` vs nnAudio's untrimmed ``CQT1992v2``;
-2. the stage-1 data path: chordkd's cached path vs the online path (decode + librosa.cqt +
-   teacher forward) vs a BTC-base training step, interleaved in one process;
+2. the stage-1 data path: chordkd's cached path vs the online peer (decode + librosa.cqt +
+   teacher forward per window) vs the offline peer (BTC's and ChordMini's preprocessing:
+   features and targets stored once, read per window), interleaved in one process;
 3. labelling throughput with the BTC-base teacher and teacher-cache size and fidelity (K=8);
-4. training throughput and peak memory per student, fp32 and bf16-mixed (one process each);
+4. training throughput and peak memory per student, fp32 and bf16-mixed (one process each;
+   the median of at least 5 timed steps, with the spread; section 2's training-step row is
+   this section's BTC-base fp32 row, not a second measurement);
 5. the cached data path at 1x, 4x and 16x corpus size (one process each);
-6. madmom's chord models as teachers (``bench/madmom_teacher.py``, with the madmom extra):
+6. training-step levers side by side with eager (AdamW implementations, SDPA backend, threads,
+   batch size, ``torch.compile`` modes), BTC and 2E1D at small and base size;
+7. transcription against madmom's CNN+CRF and DeepChroma+CRF on the same rendered songs:
+   x real time and mir_eval's seven metrics (madmom rows skipped when it is not installed);
+8. madmom's chord models as teachers (``bench/madmom_teacher.py``, with the madmom extra):
    labelling speed beside BTC-base's on the same rendered songs, and CRF scores against
    posterior marginals as pseudo-labels.
 
 With a CUDA device the GPU path is measured too (CQT, data path, labelling and training with
 bf16-mixed, GPU utilisation during training); without one the report says it was not run.
 Scratch data (a ``chordkd synth`` corpus, its caches) lives under ``bench/out/run_all/``.
-Every number is the best of a few repeats after a warm-up: other processes only slow a run
-down. On a shared machine read them with the recorded load average.
+Throughput figures are the best of a few repeats after a warm-up (other processes only slow
+a run down), except training steps, which are medians with their spread; ratios between
+systems come from runs interleaved in one process. On a shared machine read them with the
+recorded load average.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ if ARGS is not None:
     # Before numpy and torch load their BLAS/OpenMP runtimes; subprocesses inherit these.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
+    # OMP_WAIT_POLICY is left as the user has it; section 6 measures both policies side by side
     os.environ["CHORDKD_NO_PROGRESS"] = "1"
 
 import logging  # noqa: E402
@@ -73,8 +83,11 @@ import data_path  # noqa: E402
 import labelling_speed  # noqa: E402
 import madmom_teacher  # noqa: E402
 import teacher_cache as teacher_cache_bench  # noqa: E402
+import training_levers  # noqa: E402
 import training_speed  # noqa: E402
+import transcription_peers  # noqa: E402
 from bench_audio import FIXTURE_TEACHER  # noqa: E402
+from results_markdown import markdown  # noqa: E402
 
 from chordkd.atomic import write_json, write_text  # noqa: E402
 
@@ -87,6 +100,7 @@ TARGETS = {
     "labelling_x_real_time": 200.0,
     "scaling_min_rate_ratio": 0.8,  # 16x windows/s at least this fraction of 1x windows/s
     "scaling_rss_anon_growth_bytes": 256 * 2**20,  # resident heap, 16x minus 1x
+    "training_lever_over_eager": 1.3,  # base size, CPU, a lever that keeps the arithmetic
 }
 
 
@@ -95,11 +109,18 @@ def plan(quick: bool) -> dict:
     """Sizes and repeats: full fits ~10 min on 2 loaded cores, quick about a third of that."""
     if quick:
         return {"songs": 4, "seconds": 30.0, "cqt_seconds": 60.0, "cqt_repeats": 2,
-                "rounds": 2, "cached_batches": 1, "online_batches": 1, "train_steps": 1,
-                "training_steps": 1, "scale_batches": 2, "scale_rounds": 2}
+                "rounds": 2, "cached_batches": 1, "online_batches": 1, "offline_batches": 2,
+                "training_steps": 5, "scale_batches": 2, "scale_rounds": 2,
+                "lever_sizes": ("base",), "lever_rounds": 5, "compile_modes": (),
+                "wait_rounds": 2, "wait_steps": 1,
+                "peer_songs": 3, "peer_seconds": 30.0}
     return {"songs": 8, "seconds": 40.0, "cqt_seconds": 180.0, "cqt_repeats": 3,
-            "rounds": 3, "cached_batches": 2, "online_batches": 1, "train_steps": 1,
-            "training_steps": 3, "scale_batches": 3, "scale_rounds": 3}
+            "rounds": 3, "cached_batches": 2, "online_batches": 1, "offline_batches": 4,
+            "training_steps": 7, "scale_batches": 3, "scale_rounds": 3,
+            "lever_sizes": ("small", "base"), "lever_rounds": 7,
+            "compile_modes": ("default", "max-autotune-no-cudagraphs"),
+            "wait_rounds": 3, "wait_steps": 3,
+            "peer_songs": 6, "peer_seconds": 60.0}
 
 
 # -- machine -----------------------------------------------------------------------------
@@ -120,6 +141,7 @@ def machine(threads: int) -> dict:
         "torch_num_threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": platform.python_version(), "platform": platform.platform(),
         "cuda_available": torch.cuda.is_available(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # how OpenMP threads wait: see section 6
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -188,15 +210,25 @@ def section_labelling(p: dict, scratch: Path, teacher: str, trained: str, device
                          "rows": fidelity}}
 
 
-def section_data_path(corpus: dict, p: dict, teacher: str, devices: list[str]) -> dict:
+def section_data_path(corpus: dict, p: dict, teacher: str, devices: list[str], scratch: Path) -> dict:
     out = {}
     for dev in devices:
         out[dev] = data_path.compare(
             corpus["manifests"][1], corpus["teacher_cache"], teacher, dev, batch_size=32,
             rounds=p["rounds"], cached_batches=p["cached_batches"],
-            online_batches=p["online_batches"], train_steps=p["train_steps"],
-            num_workers=0 if dev == "cpu" else 4)
+            online_batches=p["online_batches"], offline_batches=p["offline_batches"],
+            offline_folder=scratch / "offline_features", num_workers=0 if dev == "cpu" else 4)
     return out
+
+
+def join_training_step(r: dict) -> None:
+    """Section 2's training-step row is section 4's BTC-base fp32 row of the same device."""
+    for dev, dp in r["data_path"].items():
+        if not isinstance(dp, dict) or "cached" not in dp:
+            continue
+        row = next(t for t in r["training"]["rows"] if t["device"].startswith(dev)
+                   and t["student"] == "btc" and t["precision"] == "32-true")
+        data_path.join_train_step(dp, row)
 
 
 def section_training(p: dict, devices: list[str], threads: int) -> dict:
@@ -211,6 +243,84 @@ def section_training(p: dict, devices: list[str], threads: int) -> dict:
                 print(f"[bench]   {dev} {student} {precision}: {row['frames_per_second']:.0f} frames/s, "
                       f"peak {row['peak_memory_bytes'] / 2**20:.0f} MiB", flush=True)
     return {"rows": rows, "commands": cmds}
+
+
+def section_levers(p: dict, devices: list[str], threads: int) -> dict:
+    """Section 6: the levers of ``training_levers`` per device, student and size, each
+    student and size in its own process; peak memory per lever in its own process; weight
+    equivalence with eager at small size."""
+    import json
+    import subprocess
+
+    levers = [lv for lv in training_levers.LEVERS
+              if not lv.startswith("compile") or lv.split(" ", 1)[1] in p["compile_modes"]]
+    if threads <= 1:
+        levers.remove("1 thread")
+    runs, cmds = [], []
+    for dev in devices:
+        for student in STUDENTS:
+            for size in p["lever_sizes"]:
+                cmd = [sys.executable, str(BENCH / "training_levers.py"), "speed", "--student", student,
+                       "--size", size, "--device", dev, "--threads", str(threads),
+                       "--levers", ",".join(levers), "--rounds", str(p["lever_rounds"])]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    raise RuntimeError(f"{command(cmd)} failed:\n{out.stderr[-2000:]}")
+                run = json.loads(out.stdout.strip().splitlines()[-1])
+                cmds.append(command(cmd))
+                if size == "base":
+                    for lever in levers:
+                        mem, _ = training_levers.peak_memory_in_subprocess(student, size, lever, dev, threads)
+                        run["rows"][lever].update(mem)
+                runs.append(run)
+                best = max((r for r in run["rows"].values() if r["lever"] != "eager"),
+                           key=lambda r: r["over_eager"])
+                print(f"[bench]   {dev} {student} {size}: eager {run['rows']['eager']['frames_per_second']:.0f} "
+                      f"frames/s; best lever {best['lever']} x{best['over_eager']:.2f}", flush=True)
+    equivalence = [dict(student=student, **training_levers.weight_deviation(student, lever))
+                   for student in STUDENTS for lever in training_levers.EQUIVALENCE_LEVERS
+                   if lever in levers]
+    wait = [training_levers.wait_policy_rounds(student, "base", p["wait_rounds"], p["wait_steps"], threads)
+            for student in STUDENTS] if "cpu" in devices else []
+    cmds += [c.replace(str(ROOT) + "/", "") for w in wait for c in w.pop("commands")]
+    optimizer = [row for student in STUDENTS for row in training_levers.optimizer_step_seconds(student)]
+    profiles = [training_levers.profile_step(student) for student in STUDENTS]
+    return {"runs": runs, "commands": cmds, "equivalence": equivalence, "levers": levers,
+            "optimizer_step": optimizer, "profiles": profiles, "wait_policy": wait,
+            "dropout_mask": training_levers.dropout_mask_seconds()}
+
+
+def section_transcription(p: dict, scratch: Path, checkpoints: dict[str, str]) -> dict:
+    """Section 7: chordkd's transcription and madmom's two chord recognisers on the same
+    rendered, labelled songs (``chordkd synth``, builtin renderer)."""
+    manifest, cmd = data_path.synth_corpus(scratch / "peer_songs", p["peer_songs"], p["peer_seconds"], seed=11)
+    result = transcription_peers.compare(manifest, checkpoints)
+    result["commands"] = {"synth (peer songs)": command(cmd)}
+    return result
+
+
+def peer_checkpoints(trained: str, teacher: str) -> dict[str, str]:
+    """Row name -> checkpoint for section 7: the trained teacher (when there is one) and the
+    BTC-base fixture, whose weights are random (its scores are chance; its speed is BTC-base's)."""
+    rows = {}
+    if trained != teacher:
+        rows[f"chordkd {Path(trained).parent.parent.name}"] = trained
+    rows["chordkd BTC-base fixture (random weights)"] = teacher
+    return rows
+
+
+def section_madmom(p: dict, scratch: Path, teacher: str) -> dict:
+    """madmom:cnn and madmom:deepchroma beside the BTC-base teacher (skipped without the extra)."""
+    from chordkd.errors import ChordkdError
+    from chordkd.teachers.madmom import import_madmom
+
+    try:
+        import_madmom()
+    except ChordkdError as e:
+        return {"skipped": str(e)}
+    songs = max(2, p["songs"] // 2)
+    audio = madmom_teacher.render_songs(scratch / "madmom_audio", songs, p["seconds"])
+    return madmom_teacher.measure(audio, scratch / "madmom", teacher)
 
 
 def section_scaling(corpus: dict, p: dict, threads: int) -> dict:
@@ -240,6 +350,24 @@ def section_scaling(corpus: dict, p: dict, threads: int) -> dict:
 
 
 # -- verdicts ----------------------------------------------------------------------------
+def lever_verdicts(levers: dict) -> list[tuple[str, float, float]]:
+    """Per student, the best CPU base-size lever that keeps the arithmetic, over eager."""
+    rows = []
+    wait = {w["student"]: w for w in levers.get("wait_policy", [])}
+    for run in levers["runs"]:
+        if run["device"] != "cpu" or run["size"] != "base":
+            continue
+        keep = [(r["lever"], r["over_eager"]) for r in run["rows"].values()
+                if r["lever"] in training_levers.EQUIVALENCE_LEVERS]
+        w = wait.get(run["student"])
+        if w is not None and w["bitwise_equal"]:
+            keep.append(("OMP_WAIT_POLICY=PASSIVE", w["passive_over_default"]))
+        name, ratio = max(keep, key=lambda kv: kv[1])
+        rows.append((f"{run['student']}-base training step >= 1.3x eager frames/s (CPU; best lever "
+                     f"that keeps the results: {name})", ratio, TARGETS["training_lever_over_eager"]))
+    return rows
+
+
 def verdicts(r: dict) -> list[dict]:
     cqt = r["cqt"]["cpu"]
     dp = r["data_path"]["cpu"]
@@ -254,6 +382,7 @@ def verdicts(r: dict) -> list[dict]:
          TARGETS["labelling_x_real_time"]),
         ("data path per-hour cost flat 1x..16x (16x rate / 1x rate >= 0.8)", sc["rate_ratio_16x_over_1x"],
          TARGETS["scaling_min_rate_ratio"]),
+        *lever_verdicts(r["levers"]),
     ]
     out = [{"target": name, "measured": value, "threshold": thr, "holds": value >= thr}
            for name, value, thr in rows]
@@ -262,140 +391,6 @@ def verdicts(r: dict) -> list[dict]:
                 "measured": growth, "threshold": TARGETS["scaling_rss_anon_growth_bytes"],
                 "holds": growth <= TARGETS["scaling_rss_anon_growth_bytes"]})
     return out
-
-
-# -- report ------------------------------------------------------------------------------
-def section_madmom(p: dict, scratch: Path, teacher: str) -> dict:
-    """madmom:cnn and madmom:deepchroma beside the BTC-base teacher (skipped without the extra)."""
-    from chordkd.errors import ChordkdError
-    from chordkd.teachers.madmom import import_madmom
-
-    try:
-        import_madmom()
-    except ChordkdError as e:
-        return {"skipped": str(e)}
-    songs = max(2, p["songs"] // 2)
-    audio = madmom_teacher.render_songs(scratch / "madmom_audio", songs, p["seconds"])
-    return madmom_teacher.measure(audio, scratch / "madmom", teacher)
-
-
-def _load(sec: dict) -> str:
-    b, a = sec["load_average_before"][0], sec["load_average_after"][0]
-    return f"load {b:.1f} -> {a:.1f}, {sec['wall_seconds']:.0f} s"
-
-
-def markdown(r: dict) -> str:
-    m = r["machine"]
-    mb = 2**20
-    lines = [
-        "# chordkd benchmarks (`make bench`)", "",
-        f"Measured {r['started']} by `{r['command']}`{' (quick)' if r['quick'] else ''}, "
-        f"{r['wall_seconds'] / 60:.1f} min in all.", "",
-        f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['threads_used']} threads used, torch "
-        f"{m['torch']}, Python {m['python']}. 1-minute load average {r['load_average_before'][0]:.2f} "
-        f"before, {r['load_average_after'][0]:.2f} after (other jobs share this machine: a load "
-        f"above the core count means every figure below is pessimistic).", "",
-        "GPU: " + (f"{m['gpu']}, measured (rows marked cuda)." if "cuda" in r["devices"]
-                   else "not run (torch.cuda.is_available() is False on this machine)."), "",
-        "## Targets", "",
-        "| target | measured | threshold | holds |", "|---|---:|---:|---|",
-    ]
-    for v in r["verdicts"]:
-        meas = (f"{v['measured'] / mb:.1f} MiB" if "RssAnon" in v["target"] else f"{v['measured']:.2f}")
-        thr = (f"{v['threshold'] / mb:.0f} MiB" if "RssAnon" in v["target"] else f"{v['threshold']:g}")
-        lines.append(f"| {v['target']} | {meas} | {thr} | {'yes' if v['holds'] else '**no**'} |")
-
-    lines += ["", f"## 1. CQT front end ({_load(r['cqt']['section'])})", "",
-              "| device | audio | LogCQT | nnAudio CQT1992v2 (untrimmed) | librosa.cqt (CPU) | LogCQT / librosa |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for dev in r["devices"]:
-        c = r["cqt"][dev]
-        lines.append(f"| {dev} | {c['audio_seconds']:.0f} s | {c['logcqt']['x_real_time']:.0f}x real time | "
-                     f"{c['nnaudio_cqt1992v2']['x_real_time']:.0f}x | {c['librosa_cqt']['x_real_time']:.0f}x | "
-                     f"{c['speedup']:.2f} |")
-    ag = r["cqt"]["cpu"]["agreement_vs_librosa_defaults"]
-    lines += ["", f"LogCQT vs librosa on this audio: argmax bin agreement {ag['argmax_agreement']:.4f}, "
-              f"median relative magnitude error {ag['rel_mag_err_median']:.4f}."]
-
-    lines += ["", f"## 2. Stage-1 data path ({_load(r['data_path']['section'])})", "",
-              "Batch 32 x 108 frames; rounds interleaved in one process, best round of each.", "",
-              "| device | path | windows/s | frames/s | one epoch over 1,000 h | time split |",
-              "|---|---|---:|---:|---:|---|"]
-    for dev in r["devices"]:
-        d = r["data_path"][dev]
-        for key, name in (("cached", "chordkd: TeacherDataModule + LogCQT on the device"),
-                          ("online", "online: soundfile + librosa.cqt per window, teacher per batch"),
-                          ("train_step", "BTC-base training step, fp32")):
-            row = d[key]
-            parts = ", ".join(f"{k.replace('_seconds', '')} {v:.2f} s" for k, v in row.get("parts", {}).items())
-            lines.append(f"| {dev} | {name} | {row['windows_per_second']:.1f} | {row['frames_per_second']:.0f} | "
-                         f"{row['epoch_hours_for_1000h']:.1f} h | {parts} |")
-        lines += ["", f"{dev}: cached / online **{d['cached_over_online']:.1f}x**, cached / training step "
-                  f"**{d['cached_over_train_step']:.1f}x**: a stage-1 epoch is bound by the "
-                  f"{d['stage1_epoch_bound_by']} ({d['windows_per_audio_hour']:.0f} windows per audio-hour).", ""]
-
-    lab = r["labelling"]
-    lines += [f"## 3. Labelling and the teacher cache ({_load(lab['section'])})", "",
-              "| device | precision | audio | end to end | steady state | cache bytes per audio-hour |",
-              "|---|---|---:|---:|---:|---:|"]
-    for dev, run in lab["runs"].items():
-        lines.append(f"| {dev} | {run['precision']} | {run['audio_seconds'] / 60:.0f} min | "
-                     f"{run['end_to_end_x_real_time']:.0f}x real time | {run['steady_state_x_real_time']:.0f}x | "
-                     f"{run['cache_bytes_per_audio_hour'] / 1e6:.2f} MB |")
-    st = lab["runs"]["cpu"]["stage_x_real_time"]
-    lines += ["", "CPU stages alone (x real time): " + ", ".join(f"{k} {v:.0f}x" for k, v in st.items()) + ".", "",
-              f"Fidelity of the cache, teacher `{lab['fidelity']['teacher']}` on "
-              f"{lab['fidelity']['audio_seconds'] / 60:.1f} min (mean top-1 probability "
-              f"{lab['fidelity']['teacher_stats']['mean_top1_prob_T1']:.3f}):", "",
-              "| K | bytes/frame | MB per audio-hour | argmax agreement | mean KL T=1 | mean KL T=3 |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for row in lab["fidelity"]["rows"]:
-        lines.append(f"| {row['k']}{' + logZ(T=3)' if row['tail_logz_T3'] else ''} | {row['bytes_per_frame']:.1f} | "
-                     f"{row['mb_per_audio_hour']:.2f} | {100 * row['argmax_agreement']:.2f}% | "
-                     f"{row['mean_kl_T1']:.1e} | {row['mean_kl_T3']:.1e} |")
-
-    tr = r["training"]
-    lines += ["", f"## 4. Training throughput and peak memory ({_load(tr['section'])})", "",
-              "Batch 32 x 108 frames, forward + focal loss + backward + AdamW; one process per row.", "",
-              "| device | student | precision | parameters | frames/s | windows/s | peak memory |",
-              "|---|---|---|---:|---:|---:|---:|"]
-    for row in tr["rows"]:
-        util = row.get("gpu_utilisation", {})
-        extra = f" (GPU busy {util['mean_percent']:.0f}%)" if "mean_percent" in util else ""
-        lines.append(f"| {row['device']} | {row['student']} | {row['precision']} | {row['parameters']:,} | "
-                     f"{row['frames_per_second']:.0f} | {row['windows_per_second']:.1f} | "
-                     f"{row['peak_memory_bytes'] / mb:.0f} MiB{extra} |")
-    lines += ["", "CPU memory: peak RSS after the steps minus peak RSS before the model was built "
-              "(`VmHWM`; `ru_maxrss` would carry the parent's peak across `exec`); CUDA: "
-              "`torch.cuda.max_memory_allocated`."]
-
-    sc = r["scaling"]
-    lines += ["", f"## 5. Scaling the corpus ({_load(sc['section'])})", "",
-              f"Corpora: {sc['replication']}. CPU, batch 32. Windows/s: all sizes interleaved "
-              "round by round in one process (best round); in brackets, each size alone in its "
-              "own process, where the memory figures come from.", "",
-              "| size | songs | audio | windows/s | audio cache per hour | teacher cache per hour "
-              "| RssAnon after batches | RssFile after batches | setup |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for n, row in sc["rows"].items():
-        mem = row["memory_bytes"]["after_batches"]
-        lines.append(f"| {n}x | {row['songs']} | {row['audio_hours'] * 60:.0f} min | {row['windows_per_second']:.1f} "
-                     f"({row['windows_per_second_own_process']:.1f}) | "
-                     f"{row['audio_cache_bytes_per_hour'] / 1e6:.0f} MB | {row['teacher_cache_bytes_per_hour'] / 1e6:.2f} MB | "
-                     f"{mem['RssAnon'] / mb:.0f} MiB | {mem['RssFile'] / mb:.0f} MiB | {row['setup_seconds']:.1f} s |")
-    lines += ["", "RssFile counts the memory-mapped caches' pages this process touched (reclaimable "
-              "page cache); RssAnon is the process's own heap."]
-    mm = r.get("madmom", {})
-    if "section" in mm:
-        lines += ["", f"## 6. madmom teachers ({_load(mm['section'])})", ""]
-        # madmom_teacher.markdown without its title line
-        lines.append(f"Not run: {mm['skipped']}" if "skipped" in mm
-                     else madmom_teacher.markdown(mm).split("\n", 2)[2])
-    lines += ["", "## Commands", "",
-              f"- `{r['command']}`"]
-    lines += [f"- {k}: `{v}`" for k, v in r["commands"].items()]
-    lines += [f"- `{c}`" for c in r["training"]["commands"] + r["scaling"]["commands"]]
-    return "\n".join(lines) + "\n"
 
 
 def _jsonable(obj):
@@ -438,10 +433,16 @@ def main(args: argparse.Namespace) -> dict:
                                    lambda: section_labelling(p, scratch, teacher, trained, devices))
     corpus = r["labelling"].pop("corpus")
     r["commands"] = corpus["commands"]
-    r["data_path"] = timed_section("2. stage-1 data path", lambda: section_data_path(corpus, p, teacher, devices))
+    r["data_path"] = timed_section("2. stage-1 data path",
+                                   lambda: section_data_path(corpus, p, teacher, devices, scratch))
     r["training"] = timed_section("4. training throughput", lambda: section_training(p, devices, args.threads))
+    join_training_step(r)
     r["scaling"] = timed_section("5. scaling 1x/4x/16x", lambda: section_scaling(corpus, p, args.threads))
-    r["madmom"] = timed_section("6. madmom teachers", lambda: section_madmom(p, scratch, teacher))
+    r["levers"] = timed_section("6. training levers", lambda: section_levers(p, devices, args.threads))
+    r["transcription"] = timed_section("7. transcription against madmom", lambda: section_transcription(
+        p, scratch, peer_checkpoints(trained, teacher)))
+    r["commands"].update(r["transcription"].pop("commands"))
+    r["madmom"] = timed_section("8. madmom teachers", lambda: section_madmom(p, scratch, teacher))
     r["verdicts"] = verdicts(r)
     r["load_average_after"] = list(os.getloadavg())
     r["wall_seconds"] = time.perf_counter() - t0

@@ -70,6 +70,35 @@ def test_online_window_features_match_the_cached_path_features(tone_manifest: Pa
 
 
 @needs_fixture
+def test_offline_peer_windows_match_the_online_peers_windows(tone_manifest: Path, tmp_path: Path):
+    # two code paths to the same frames: whole-song CQT stored once vs one CQT per window
+    from offline_path import OfflinePath
+
+    dev = torch.device("cpu")
+    offline = OfflinePath(tone_manifest, tmp_path / "features", str(TEACHER), batch_size=2, device=dev)
+    prep = offline.prepare()
+    online = data_path.OnlinePath(tone_manifest, str(TEACHER), batch_size=2, device=dev)
+    f0 = 20
+    stored = np.asarray(offline.features[0][f0 : f0 + 108])
+    per_window = online._features(online.songs[0], f0)
+    loud = per_window > np.log(1e-3)
+    assert np.median(np.abs(stored[loud] - per_window[loud])) < 0.05
+    assert prep["stored_bytes_per_audio_hour_with_btc_pitch_shifts"] == 12 * prep["stored_bytes_per_audio_hour"]
+
+
+@needs_fixture
+def test_offline_peer_reads_stored_windows_and_their_teacher_targets(tone_manifest: Path, tmp_path: Path):
+    from offline_path import OfflinePath
+
+    offline = OfflinePath(tone_manifest, tmp_path / "features", str(TEACHER), batch_size=3,
+                          device=torch.device("cpu"))
+    offline.prepare()
+    assert len(list((tmp_path / "features").glob("*.npy"))) == 2 * len(offline.songs)
+    windows, read_s, move_s = offline.batch()
+    assert windows == 3 and read_s > 0 and move_s >= 0
+
+
+@needs_fixture
 def test_online_batch_labels_every_window_with_the_teacher(tone_manifest: Path):
     online = data_path.OnlinePath(tone_manifest, str(TEACHER), batch_size=2, device=torch.device("cpu"))
     calls = []
@@ -127,20 +156,45 @@ def test_train_step_rejects_an_unknown_precision():
 
 
 def _result(speedup: float, ratio_online: float, ratio_train: float, labelling: float,
-            rate_ratio: float, growth: int) -> dict:
+            rate_ratio: float, growth: int, lever: float) -> dict:
     return {
         "cqt": {"cpu": {"speedup": speedup}},
         "data_path": {"cpu": {"cached_over_online": ratio_online, "cached_over_train_step": ratio_train}},
         "labelling": {"runs": {"cpu": {"end_to_end_x_real_time": labelling}}},
         "scaling": {"rate_ratio_16x_over_1x": rate_ratio, "rss_anon_16x_minus_1x_bytes": growth},
+        "levers": {"runs": [{"device": "cpu", "student": "btc", "size": "base", "rows": {
+            "eager": {"lever": "eager", "over_eager": 1.0},
+            "adamw fused": {"lever": "adamw fused", "over_eager": lever},
+            "batch 64": {"lever": "batch 64", "over_eager": 99.0}}}]},  # changes training: never counts
     }
 
 
 def test_verdicts_hold_only_at_or_above_each_threshold():
-    passing = run_all.verdicts(_result(20.0, 10.0, 2.0, 200.0, 0.8, 0))
+    passing = run_all.verdicts(_result(20.0, 10.0, 2.0, 200.0, 0.8, 0, lever=1.3))
     assert all(v["holds"] for v in passing)
-    failing = run_all.verdicts(_result(0.2, 1.5, 1.9, 150.0, 0.5, 2**30))
+    failing = run_all.verdicts(_result(0.2, 1.5, 1.9, 150.0, 0.5, 2**30, lever=1.29))
     assert not any(v["holds"] for v in failing)
+
+
+def test_a_bitwise_equal_wait_policy_counts_as_a_lever_that_keeps_the_results():
+    r = _result(20.0, 10.0, 2.0, 200.0, 0.8, 0, lever=1.0)
+    r["levers"]["wait_policy"] = [{"student": "btc", "passive_over_default": 2.0, "bitwise_equal": True}]
+    (row,) = [v for v in run_all.verdicts(r) if "btc-base" in v["target"]]
+    assert row["holds"] and "OMP_WAIT_POLICY" in row["target"]
+    r["levers"]["wait_policy"][0]["bitwise_equal"] = False  # results changed: not a candidate
+    (row,) = [v for v in run_all.verdicts(r) if "btc-base" in v["target"]]
+    assert not row["holds"]
+
+
+def test_the_data_path_training_step_is_the_training_tables_measurement():
+    training_row = {"windows_per_second": 2.0, "frames_per_second_min": 108.0,
+                    "frames_per_second_max": 432.0, "steps": 5}
+    dp = {"cached": {"windows_per_second": 100.0}, "windows_per_audio_hour": 720.0}
+    data_path.join_train_step(dp, training_row)
+    assert dp["train_step"]["windows_per_second"] == 2.0
+    assert (dp["train_step"]["windows_per_second_min"], dp["train_step"]["windows_per_second_max"]) == (1.0, 4.0)
+    assert dp["cached_over_train_step"] == 50.0 and dp["stage1_epoch_bound_by"] == "training step"
+    assert dp["train_step"]["epoch_hours_for_1000h"] == pytest.approx(720 * 1000 / 2.0 / 3600)
 
 
 def test_memory_status_reports_heap_and_mapped_file_pages():

@@ -94,6 +94,9 @@ class OptimConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-5
     schedule: str = "cosine"  # cosine (with warm-up) | plateau | constant
+    # AdamW kernel: auto (fused, except foreach under 16-mixed) | fused | foreach | for-loop;
+    # the same arithmetic up to float rounding (make bench, section 6)
+    implementation: str = "auto"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     plateau_patience: int = 3
@@ -231,6 +234,7 @@ _CHOICES = {
     "feature_kd.loss": ("distance_matrix", "cosine"),
     "feature_kd.layer": ("last", "logits"),
     "optim.schedule": ("cosine", "plateau", "constant"),
+    "optim.implementation": ("auto", "fused", "foreach", "for-loop"),
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
     "checkpoint.mode": ("max", "min"),
     "logger.kind": ("wandb", "csv", "tensorboard", "none"),
@@ -328,7 +332,8 @@ def _check_stream(cfg: DictConfig) -> None:
 
 # Sections of features that are off by default: left out of the hash while at their defaults,
 # so adding such a feature to chordkd keeps existing run folders (and their checkpoints) valid.
-_HASHED_IF_CHANGED = ("data.noise", "feature_kd", "data.format", "data.stream")
+_HASHED_IF_CHANGED = ("data.noise", "feature_kd", "data.format", "data.stream",
+                      "optim.implementation")
 
 
 def config_hash(cfg: DictConfig) -> str:
