@@ -91,3 +91,43 @@ def shared_fixture(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def fixture_btc() -> Path:
     return shared_fixture("btc_official_format")
+
+
+def tuned_chroma(magnitudes: np.ndarray, tuning_cents: float) -> np.ndarray:
+    """Fold CQT magnitudes ``[frames, 144]`` (24 bins/octave from C1) to ``[frames, 12]``.
+
+    Each bin goes to the pitch class nearest to it once the song's tuning offset is removed,
+    as a chroma with tuning estimation would do. The plain fold ``(b // 2) % 12`` is the
+    special case of a +25 cent tuning: for a song tuned -30 cents it would credit most of each
+    note to the pitch class below, measuring the tuning rather than the labels.
+    """
+    semitones = np.arange(magnitudes.shape[1]) / 2 - tuning_cents / 100
+    pcs = np.floor(semitones + 0.5).astype(int) % 12
+    chroma = np.zeros((magnitudes.shape[0], 12))
+    np.add.at(chroma.T, pcs, magnitudes.T)
+    return chroma
+
+
+def chord_energy_fractions(audio: np.ndarray, intervals: np.ndarray, labels: list[str],
+                           tuning_cents: float) -> list[float]:
+    """Per labelled segment (N skipped): the share of its chroma energy held by the pitch
+    classes of its chord (mir_eval's encoding), from chordkd's CQT front end at 22,050 Hz."""
+    import mir_eval
+    import torch
+
+    from chordkd.features import LogCQT
+
+    cqt = LogCQT()
+    with torch.no_grad():
+        mag = torch.exp(cqt(torch.from_numpy(audio))).numpy()
+    chroma = tuned_chroma(mag, tuning_cents)
+    centres = np.arange(len(chroma)) * cqt.settings.frame_seconds
+    fractions = []
+    for (start, end), label in zip(intervals, labels):
+        inside = (centres >= start) & (centres < end)
+        if label == "N" or not inside.any():
+            continue
+        root, bitmap, _ = mir_eval.chord.encode(label)
+        energy = chroma[inside].sum(axis=0)
+        fractions.append(float(energy[np.roll(bitmap, root).astype(bool)].sum() / energy.sum()))
+    return fractions

@@ -9,7 +9,7 @@ import mir_eval
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+from conftest import chord_energy_fractions
 
 from chordkd.cli import main
 from chordkd.data.manifest import read_manifest
@@ -179,42 +179,13 @@ def test_accompaniment_sounds_only_the_labelled_chord_and_the_melody_does_not():
 
 # ----------------------------------------------------------------------------- sound vs labels
 
-def _tuned_chroma(features: np.ndarray, tuning_cents: float) -> np.ndarray:
-    """Fold magnitudes ``[frames, 144]`` (24 bins/octave from C1) to ``[frames, 12]``.
-
-    Each bin goes to the pitch class nearest to it once the song's tuning offset is removed,
-    as a chroma with tuning estimation would do. The plain fold ``(b // 2) % 12`` is the
-    special case of a +25 cent tuning: for a song tuned -30 cents it would credit most of each
-    note to the pitch class below, measuring the tuning rather than the labels.
-    """
-    semitones = np.arange(features.shape[1]) / 2 - tuning_cents / 100
-    pcs = np.floor(semitones + 0.5).astype(int) % 12
-    chroma = np.zeros((features.shape[0], 12))
-    np.add.at(chroma.T, pcs, features.T)
-    return chroma
-
-
 @pytest.mark.parametrize("style", ["demo", "shifted"])
 def test_labelled_chord_holds_most_of_the_chroma_energy(style):
-    from chordkd.features import LogCQT
-
-    cqt = LogCQT()
     fractions = []
     for index in range(8):
         audio, intervals, labels, meta = synthesize_song(seed=11, index=index, seconds=12.0,
                                                          style=style)
-        with torch.no_grad():
-            mag = torch.exp(cqt(torch.from_numpy(audio))).numpy()
-        chroma = _tuned_chroma(mag, meta["tuning_cents"])
-        centres = np.arange(len(chroma)) * HOP / SR
-        for (start, end), label in zip(intervals, labels):
-            inside = (centres >= start) & (centres < end)
-            if label == "N" or not inside.any():
-                continue
-            root, bitmap, _ = mir_eval.chord.encode(label)
-            in_chord = np.roll(bitmap, root).astype(bool)
-            energy = chroma[inside].sum(axis=0)
-            fractions.append(energy[in_chord].sum() / energy.sum())
+        fractions += chord_energy_fractions(audio, intervals, labels, meta["tuning_cents"])
     fractions = np.array(fractions)
     assert len(fractions) >= 30
     assert (fractions > 0.5).mean() >= 0.9

@@ -9,7 +9,7 @@ import mir_eval
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+from conftest import chord_energy_fractions
 
 from chordkd.cli import main
 from chordkd.data.manifest import read_manifest
@@ -139,34 +139,12 @@ def test_score_labels_stay_aside_and_out_of_the_training_manifest(score_corpus):
     assert all(s.extra["work"] and s.extra["composer"] for s in songs)
 
 
-def _tuned_chroma(mag: np.ndarray, tuning_cents: float) -> np.ndarray:
-    """``[frames, 144]`` magnitudes (24 bins/octave from C1) -> ``[frames, 12]``, each bin to
-    the nearest pitch class once the known tuning offset is removed."""
-    pcs = np.floor(np.arange(mag.shape[1]) / 2 - tuning_cents / 100 + 0.5).astype(int) % 12
-    chroma = np.zeros((mag.shape[0], 12))
-    np.add.at(chroma.T, pcs, mag.T)
-    return chroma
-
-
 def test_soundfont_chords_hold_most_of_the_chroma_energy():
-    from chordkd.features import LogCQT
-
-    cqt = LogCQT()
     fractions = []
     for index in range(6):
         audio, intervals, labels, meta = synthesize_song(seed=7, index=index, seconds=12.0,
                                                          renderer="soundfont")
-        with torch.no_grad():
-            mag = torch.exp(cqt(torch.from_numpy(audio))).numpy()
-        chroma = _tuned_chroma(mag, meta["tuning_cents"])
-        centres = np.arange(len(chroma)) * HOP / SR
-        for (start, end), label in zip(intervals, labels):
-            inside = (centres >= start) & (centres < end)
-            if label == "N" or not inside.any():
-                continue
-            root, bitmap, _ = mir_eval.chord.encode(label)
-            energy = chroma[inside].sum(axis=0)
-            fractions.append(energy[np.roll(bitmap, root).astype(bool)].sum() / energy.sum())
+        fractions += chord_energy_fractions(audio, intervals, labels, meta["tuning_cents"])
     assert len(fractions) >= 20
     assert (np.array(fractions) > 0.5).mean() >= 0.9
 
