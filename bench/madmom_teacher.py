@@ -47,20 +47,11 @@ TEACHERS = ("btc", "madmom:cnn", "madmom:deepchroma")
 
 
 def render_songs(folder: Path, n_songs: int, seconds: float, seed: int = 7) -> Path:
-    """``n_songs`` labelled songs (wav + .lab) of the demo style; reused when present."""
-    import soundfile as sf
+    """``n_songs`` labelled songs of the demo style (``chordkd synth``'s corpus layout, with its
+    manifest); songs already rendered are reused."""
+    from chordkd.synth.corpus import make_corpus
 
-    from chordkd.annotations import write_lab
-    from chordkd.synth.song import synthesize_song
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n_songs):
-        wav = folder / f"song{i:03d}.wav"
-        if wav.is_file() and (folder / f"song{i:03d}.lab").is_file():
-            continue
-        audio, intervals, labels, _ = synthesize_song(seed, 60_000 + i, seconds)
-        sf.write(wav, audio, 22050)
-        write_lab(folder / f"song{i:03d}.lab", intervals, labels)
+    make_corpus(folder, n_songs, seconds, seed=seed, first_index=60_000, progress=False)
     return folder
 
 
