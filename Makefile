@@ -5,18 +5,31 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CHORDKD := $(BIN)/chordkd
 STUDENT ?= btc
-DATA ?= data/demo
+PRESET ?= realistic  # realistic: a 2-hour unlabelled pool, 12x the 10-minute labelled set; demo: the older all-synthetic corpus
+DATA ?= data/$(strip $(PRESET))
 RUNS ?= runs
+SEED ?= 0          # every row (teacher included) is trained with this seed; `make seeds N=3` loops over 0..N-1
+N ?= 3
 ARGS ?=            # overrides for the student runs, e.g. ARGS="trainer.max_epochs=10"
 TEACHER_ARGS ?=    # overrides for the teacher run
 ROUNDS ?= 3
-TEACHER ?= btc     # btc: train chordkd's BTC teacher on the teacher part; madmom: madmom's CNN
+TEACHER ?= btc     # btc: train chordkd's BTC teacher on the labelled set; madmom: madmom's CNN
 SIZES ?= small,base,large
+STUDENTS ?= btc 2e1d
 export WANDB_MODE ?= offline
+
+# The labelled set L: the teacher and the students' stage 2 and baseline all train on it. The demo
+# preset keeps its older shape (a teacher part 4x the students' labelled part).
+TEACHER_PART = $(if $(filter demo,$(strip $(PRESET))),teacher,train)
+PATHS = data.valid=$(DATA)/valid data.test=$(DATA)/test
+# The teacher of seed s trains with seed 1000 + s: at the demo's sizes the BTC baseline runs the
+# teacher's recipe on the teacher's data, and must be an independent re-run of it, not a copy.
+TEACHER_SEED = $(shell echo $$((1000 + $(strip $(SEED)))))
 
 # Where each stage's run lives (the folder is derived from the experiment config).
 run_dir = $$($(CHORDKD) fit experiments/$(1).yaml student=$(2) $(ARGS) --print-run-dir)
-TEACHER_CKPT = $$($(CHORDKD) fit experiments/teacher.yaml $(TEACHER_ARGS) --print-run-dir)/checkpoints/best.ckpt
+TEACHER_RUN_ARGS = data.train=$(DATA)/$(TEACHER_PART) $(PATHS) seed=$(TEACHER_SEED) $(TEACHER_ARGS)
+TEACHER_CKPT = $$($(CHORDKD) fit experiments/teacher.yaml $(TEACHER_RUN_ARGS) --print-run-dir)/checkpoints/best.ckpt
 
 # The teacher. TEACHER=madmom: madmom's pre-trained CNN (chordkd[madmom]) labels in the majmin
 # vocabulary, nothing is trained for it, and its caches, runs and tables are kept apart.
@@ -24,21 +37,23 @@ ifeq ($(strip $(TEACHER)),madmom)
 TEACHER_SPEC = madmom:cnn
 TEACHER_DEP = synth
 CACHE = $(RUNS)/teacher_cache_madmom
-EVAL = $(RUNS)/eval_madmom
-MM = vocabulary=majmin data.valid=$(DATA)/valid data.test=$(DATA)/test
-STAGE1_ARGS = $(MM) data.train=$(DATA)/pool data.teacher_cache=$(CACHE)/pool
-STAGE2_ARGS = $(MM) data.train=$(DATA)/train data.teacher_cache=$(CACHE)/train
-BASELINE_ARGS = $(MM) data.train=$(DATA)/train
+EVAL = $(RUNS)/eval_madmom/seed$(strip $(SEED))
+MM = vocabulary=majmin
 else
 TEACHER_SPEC = $(TEACHER_CKPT)
 TEACHER_DEP = teacher
-CACHE = $(RUNS)/teacher_cache
-EVAL = $(RUNS)/eval
+CACHE = $(RUNS)/teacher_cache/seed$(strip $(SEED))
+EVAL = $(RUNS)/eval/seed$(strip $(SEED))
+MM =
 endif
+RESULTS = $(subst /eval,/results,$(patsubst %/seed$(strip $(SEED)),%,$(EVAL)))
+STAGE1_ARGS = $(MM) $(PATHS) seed=$(strip $(SEED)) data.train=$(DATA)/pool data.teacher_cache=$(CACHE)/pool
+STAGE2_ARGS = $(MM) $(PATHS) seed=$(strip $(SEED)) data.train=$(DATA)/train data.teacher_cache=$(CACHE)/train
+BASELINE_ARGS = $(MM) $(PATHS) seed=$(strip $(SEED)) data.train=$(DATA)/train
 STAGE1_CKPT = $(call run_dir,stage1,$(STUDENT) $(STAGE1_ARGS))/checkpoints/best.ckpt
 
 .PHONY: help install test test-fast lint synth teacher label stage1 stage2 baseline evaluate \
-        results demo feature-kd noisy-student bench mutants gpu-check clean
+        results demo seeds ablations viterbi feature-kd noisy-student bench mutants gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -62,12 +77,12 @@ lint: install  ## ruff
 	$(BIN)/ruff check chordkd tests bench mutants
 
 $(DATA)/test/manifest.csv: | install
-	$(CHORDKD) synth --preset demo --out $(DATA)
+	$(CHORDKD) synth --preset $(strip $(PRESET)) --out $(DATA)
 
-synth: $(DATA)/test/manifest.csv  ## synthesise the demo corpus (teacher, pool, train, valid, test)
+synth: $(DATA)/test/manifest.csv  ## synthesise the PRESET corpus (realistic: train, pool, valid, test, test_scores)
 
-teacher: synth  ## train the BTC teacher on the demo corpus's teacher part
-	$(CHORDKD) fit experiments/teacher.yaml $(TEACHER_ARGS)
+teacher: synth  ## train the BTC teacher (seed SEED) on the labelled set
+	$(CHORDKD) fit experiments/teacher.yaml $(TEACHER_RUN_ARGS)
 
 label: $(TEACHER_DEP)  ## cache the teacher's logits (TEACHER=btc|madmom) on the pool and the labelled train part
 	$(CHORDKD) label --teacher $(TEACHER_SPEC) --audio $(DATA)/pool --out $(CACHE)/pool
@@ -90,22 +105,56 @@ $(RUNS)/eval_madmom/teacher/overall.json: | synth
 	$(CHORDKD) evaluate madmom:cnn madmom:cnn --decode argmax crf --names teacher madmom-crf \
 	    --roles teacher teacher-crf --student btc --data $(DATA)/test --out $(RUNS)/eval_madmom/teacher
 
+STAGE2_CKPT = $(call run_dir,stage2,$(STUDENT) init=$(STAGE1_CKPT) $(STAGE2_ARGS))/checkpoints/best.ckpt
+BASELINE_CKPT = $(call run_dir,baseline,$(STUDENT) $(BASELINE_ARGS))/checkpoints/best.ckpt
+
 ifeq ($(strip $(TEACHER)),madmom)
 evaluate: stage2 baseline $(RUNS)/eval_madmom/teacher/overall.json
 else
-evaluate: stage2 baseline  ## mir_eval report for teacher, baseline, stage 1 and stage 2 on the test part
-	$(CHORDKD) evaluate $(TEACHER_SPEC) --names teacher --roles teacher --student btc \
+evaluate: stage2 baseline  ## mir_eval report for teacher, baseline, stage 1 and stage 2 (seed SEED) on the test part
+	$(CHORDKD) evaluate $(TEACHER_SPEC) --names teacher --roles teacher --student btc --seed $(SEED) \
 	    --data $(DATA)/test --out $(EVAL)/teacher
 endif
-	$(CHORDKD) evaluate $(call run_dir,baseline,$(STUDENT) $(BASELINE_ARGS))/checkpoints/best.ckpt $(STAGE1_CKPT) \
-	    $(call run_dir,stage2,$(STUDENT) init=$(STAGE1_CKPT) $(STAGE2_ARGS))/checkpoints/best.ckpt \
+	$(CHORDKD) evaluate $(BASELINE_CKPT) $(STAGE1_CKPT) $(STAGE2_CKPT) \
 	    --names baseline stage1 stage2 --roles baseline stage1 stage2 --student $(STUDENT) \
-	    --data $(DATA)/test --out $(EVAL)/$(STUDENT)
+	    --seed $(SEED) --data $(DATA)/test --out $(EVAL)/$(STUDENT)
 
-results:  ## assemble the paper-style results table from every evaluation under runs/
-	$(CHORDKD) results --runs $(EVAL) --out $(EVAL:$(RUNS)/eval%=$(RUNS)/results%)
+results:  ## the results table (mean ± std over seeds, paired per-song bootstrap) from every evaluation of TEACHER
+	$(CHORDKD) results --runs $(EVAL:%/seed$(strip $(SEED))=%) --out $(RESULTS)
 
-demo: evaluate  ## the whole pipeline for STUDENT (TEACHER=btc|madmom) on the demo corpus, then the results table
+demo: evaluate  ## the whole pipeline for STUDENT (TEACHER=btc|madmom) on the PRESET corpus, then the results table
+	$(MAKE) --no-print-directory results
+
+seeds:  ## `make demo` for every seed 0..N-1 and every student in STUDENTS, then one table with mean ± std
+	for s in $$(seq 0 $$(($(N) - 1))); do for st in $(STUDENTS); do \
+	    $(MAKE) --no-print-directory evaluate SEED=$$s STUDENT=$$st || exit 1; done; done
+	$(MAKE) --no-print-directory results
+
+# Ablations of stage 2 (seed SEED), rows of the same table: no KD from the stage-1 weights (which
+# separates pre-training from distillation), the other KD rules, the temperature, and a soft
+# stage 1 (KD on every frame instead of hard pseudo-labels) followed by the usual stage 2.
+ABLATIONS ?= nokd:kd.alpha=0 rule-threshold:kd.rule=threshold rule-agree:kd.rule=agree \
+             rule-all:kd.rule=all T1:kd.temperature=1 T5:kd.temperature=5
+SOFT1_ARGS = $(STAGE1_ARGS) kd.enabled=true kd.rule=all kd.alpha=1
+SOFT1_CKPT = $(call run_dir,stage1,$(STUDENT) $(SOFT1_ARGS))/checkpoints/best.ckpt
+ablations: stage1  ## stage-2 ablations for STUDENT (seed SEED): no KD, rules, T, soft stage 1
+	set -e; ckpts=; names=; for ab in $(ABLATIONS); do v=$${ab%%:*}; o=$${ab#*:}; \
+	    $(CHORDKD) fit experiments/stage2.yaml student=$(STUDENT) init=$(STAGE1_CKPT) \
+	        data.teacher=$(TEACHER_SPEC) $(STAGE2_ARGS) $$o $(ARGS); \
+	    ckpts="$$ckpts $$($(CHORDKD) fit experiments/stage2.yaml student=$(STUDENT) init=$(STAGE1_CKPT) \
+	        $(STAGE2_ARGS) $$o $(ARGS) --print-run-dir)/checkpoints/best.ckpt"; names="$$names stage2-$$v"; done; \
+	$(CHORDKD) fit experiments/stage1.yaml student=$(STUDENT) data.teacher=$(TEACHER_SPEC) $(SOFT1_ARGS) $(ARGS); \
+	$(CHORDKD) fit experiments/stage2.yaml student=$(STUDENT) init=$(SOFT1_CKPT) \
+	    data.teacher=$(TEACHER_SPEC) $(STAGE2_ARGS) $(ARGS); \
+	$(CHORDKD) evaluate $$ckpts $(SOFT1_CKPT) \
+	    $(call run_dir,stage2,$(STUDENT) init=$(SOFT1_CKPT) $(STAGE2_ARGS))/checkpoints/best.ckpt \
+	    --names $$names stage1-soft stage2-soft1 --roles $$names stage1-soft stage2-soft1 \
+	    --student $(STUDENT) --seed $(SEED) --data $(DATA)/test --out $(EVAL)/$(STUDENT)-ablations
+
+viterbi: evaluate  ## the effect of Viterbi smoothing (p=0.9) on stage 2 and the teacher (seed SEED)
+	$(CHORDKD) evaluate $(STAGE2_CKPT) $(if $(MM),,$(TEACHER_SPEC)) --smoothing 0.9 \
+	    --names stage2+viterbi $(if $(MM),,teacher+viterbi) --roles stage2+viterbi $(if $(MM),,teacher+viterbi) \
+	    --student $(STUDENT) --seed $(SEED) --data $(DATA)/test --out $(EVAL)/$(STUDENT)-viterbi
 	$(MAKE) --no-print-directory results
 
 feature-kd: label  ## feature-space KD from the teacher's embeddings, alone and with logit KD, for STUDENT

@@ -258,6 +258,23 @@ def test_preset_pool_is_unlabelled_with_labels_aside(tmp_path, monkeypatch):
     assert len(ids) == len(set(ids)) == 5
 
 
+def test_preset_parts_makes_only_the_parts_named(tmp_path, monkeypatch):
+    """A scaling study renders pools of several sizes beside one labelled set: --parts pool."""
+    tiny = Preset(style="demo", seconds=6.0, parts={
+        "train": Part(first_index=0, songs=1),
+        "pool": Part(first_index=100, songs=2, labelled=False),
+    })
+    monkeypatch.setitem(corpus_module.PRESETS, "tiny", tiny)
+    make_preset("tiny", tmp_path / "only", workers=1, progress=False, parts=["pool"])
+    make_preset("tiny", tmp_path / "all", workers=1, progress=False)
+    assert not (tmp_path / "only" / "train").exists()
+    only, whole = read_manifest(tmp_path / "only" / "pool"), read_manifest(tmp_path / "all" / "pool")
+    assert [s.id for s in only] == [s.id for s in whole]
+    assert all(a.audio.read_bytes() == b.audio.read_bytes() for a, b in zip(only, whole))
+    with pytest.raises(ValueError, match="has no part valid"):
+        make_preset("tiny", tmp_path / "bad", workers=1, progress=False, parts=["valid"])
+
+
 # ----------------------------------------------------------------------------- command line
 
 def test_cli_writes_a_corpus(tmp_path, capsys):
@@ -286,6 +303,8 @@ def test_cli_writes_a_corpus(tmp_path, capsys):
          "renders with --renderer soundfont only"),
         (["--preset", "demo", "--pool-hours", "3"], "--pool-hours sizes the pool"),
         (["--preset", "realistic", "--pool-hours", "0"], "--pool-hours must be positive"),
+        (["--preset", "demo", "--parts", "attic"], "--parts: preset demo has no part attic"),
+        (["--songs", "2", "--parts", "pool"], "--parts picks parts of a --preset"),
         ([], "--songs N is required"),
     ],
 )

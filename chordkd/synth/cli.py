@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "excerpts of music21's scores (unlabelled)")
     parser.add_argument("--pool-hours", type=float, default=None,
                         help="hours of unlabelled pool for --preset realistic (default 2)")
+    parser.add_argument("--parts", nargs="+", default=None, metavar="PART",
+                        help="make only these parts of --preset (e.g. --parts pool --pool-hours 4)")
     parser.add_argument("--score-cache", default=None,
                         help="folder for parsed scores (default OUT/score_cache)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,6 +90,13 @@ def _check(args: argparse.Namespace) -> None:
         check_soundfont(args.soundfont)
     elif args.soundfont is not None:
         raise ChordkdError("--soundfont is only used with --renderer soundfont")
+    if args.parts is not None:
+        if args.preset is None:
+            raise ChordkdError("--parts picks parts of a --preset")
+        unknown = sorted(set(args.parts) - set(part_plan(PRESETS[args.preset])))
+        if unknown:
+            raise ChordkdError(f"--parts: preset {args.preset} has no part {', '.join(unknown)} "
+                               f"(its parts: {', '.join(part_plan(PRESETS[args.preset]))})")
     if args.pool_hours is not None:
         if args.preset is None or not any(p.pool for ps in part_plan(PRESETS[args.preset]).values()
                                           for p in ps):
@@ -111,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.preset is not None:
         parts = make_preset(args.preset, args.out, seed=args.seed, workers=args.workers,
                             renderer=args.renderer, soundfont=args.soundfont, progress=progress,
-                            pool_hours=args.pool_hours)
+                            pool_hours=args.pool_hours, parts=args.parts)
         total = sum(len(rows) for rows in parts.values())
         hours = sum(float(r["duration"]) for rows in parts.values() for r in rows) / 3600
         print(f"{args.out}: preset {args.preset}, {total} songs ({hours:.2f} h) in parts "

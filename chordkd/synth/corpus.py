@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -324,12 +325,14 @@ def make_preset(
     soundfont: str | os.PathLike | None = None,
     progress: bool = True,
     pool_hours: float | None = None,
+    parts: Sequence[str] | None = None,
 ) -> dict[str, list[dict]]:
     """Make every part of preset ``name`` (see :data:`chordkd.synth.presets.PRESETS`) as a
     sub-corpus folder ``out/{part}``; returns the manifest rows per part.
 
     A preset with a fixed renderer (``realistic``: SoundFont) ignores ``renderer``.
     ``pool_hours`` resizes the parts marked ``pool`` (default: the preset's own size).
+    ``parts`` makes only the parts named (a scaling study's pools beside one labelled set).
     Parsed scores are cached once for all parts in ``out/score_cache``.
     """
     from chordkd.synth.presets import part_plan
@@ -339,8 +342,14 @@ def make_preset(
     preset = PRESETS[name]
     renderer = preset.renderer or renderer
     out = Path(out)
+    plan = part_plan(preset, pool_hours)
+    unknown = sorted(set(parts or ()) - set(plan))
+    if unknown:
+        raise ValueError(f"preset {name!r} has no part {', '.join(unknown)} "
+                         f"(its parts: {', '.join(plan)})")
+    plan = {k: v for k, v in plan.items() if parts is None or k in parts}
     result, summary = {}, {}
-    for part_name, pieces in part_plan(preset, pool_hours).items():
+    for part_name, pieces in plan.items():
         folder = out / part_name
         labelled = all(p.labelled and p.source == "harmony" for p in pieces)
         jobs = []
@@ -365,7 +374,7 @@ def make_preset(
                         "unseen_instruments": p.unseen_instruments} for p in pieces],
         }
     all_jobs = [{"source": p.source, "renderer": renderer, "soundfont": soundfont}
-                for pieces in part_plan(preset, pool_hours).values() for p in pieces]
+                for pieces in plan.values() for p in pieces]
     write_json(out / "corpus.json", {
         "generator": GENERATOR, "synthetic": True, "note": SYNTHETIC_NOTE, "preset": name,
         "seed": seed, "style": preset.style, "seconds": preset.seconds, "renderer": renderer,
