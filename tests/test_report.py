@@ -18,7 +18,7 @@ from chordkd.annotations import read_lab
 from chordkd.cli import main
 from chordkd.data.manifest import read_manifest
 from chordkd.errors import ChordkdError
-from chordkd.evaluation.metrics import METRICS, PAPER_GROUPS
+from chordkd.evaluation.metrics import METRICS, PAPER_GROUPS, SEGMENTATION
 from chordkd.evaluation.report import evaluate_models
 from chordkd.models import ChordModel, build_student
 
@@ -113,7 +113,8 @@ def test_cli_writes_tables_and_three_pngs_for_two_models(corpus, tmp_path, capsy
     out = tmp_path / "report"
     rc = main(["evaluate", str(FIXTURE), str(FIXTURE), "--data", str(corpus), "--out", str(out),
                "--names", "teacher", "copy", "--roles", "teacher", "stage2",
-               "--student", "btc", "--song", "beta"])
+               "--student", "btc", "--song", "beta", "--seed", "3", "--meta", "pool=4",
+               "size=base"])
     assert rc == 0
     for name in ("overall.json", "songs.json", "overall.csv", "quality_recall.csv", "songs.csv",
                  "report.md"):
@@ -125,6 +126,9 @@ def test_cli_writes_tables_and_three_pngs_for_two_models(corpus, tmp_path, capsy
     assert overall["timeline_song"] == "beta"
     assert overall["models"]["copy"]["meta"]["role"] == "stage2"
     assert overall["models"]["teacher"]["meta"]["student"] == "btc"
+    assert overall["models"]["copy"]["meta"]["seed"] == 3
+    assert overall["models"]["copy"]["meta"]["tags"] == {"pool": "4", "size": "base"}
+    assert overall["models"]["copy"]["agreement"]["agree_majmin"] == 1.0  # the same model
     with open(out / "songs.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["model"], r["song"]) for r in rows) == [
@@ -133,6 +137,44 @@ def test_cli_writes_tables_and_three_pngs_for_two_models(corpus, tmp_path, capsy
     report = (out / "report.md").read_text()
     assert "| teacher |" in report and "![quality confusion](quality_confusion.png)" in report
     assert "mirex" in capsys.readouterr().out
+
+
+def test_segmentation_equals_mir_eval_and_both_acqas_are_reported(corpus, tmp_path, tiny_model):
+    out = tmp_path / "eval"
+    evaluate_models({"tiny": tiny_model}, read_manifest(corpus), out)
+    songs = json.loads((out / "songs.json").read_text())["models"]["tiny"]
+    for song in SONGS:
+        expected = mir_eval.chord.evaluate(*read_lab(corpus / f"{song}.lab"),
+                                           *read_lab(out / "estimates" / "tiny" / f"{song}.lab"))
+        for key in SEGMENTATION:
+            assert songs[song]["segmentation"][key] == pytest.approx(expected[key], abs=1e-5)
+    overall = json.loads((out / "overall.json").read_text())["models"]["tiny"]
+    assert overall["acqa_quality"] >= overall["acqa"]  # a right class has the right quality
+    assert set(overall["segmentation"]) == set(SEGMENTATION)
+    report = (out / "report.md").read_text()
+    assert "## Recall per quality: exact class" in report
+    assert "## Recall per quality: quality only" in report and "| overseg |" in report
+
+
+def test_every_model_is_compared_with_the_one_teacher_of_the_run(corpus, tmp_path, tiny_model):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    other = ChordModel(build_student("btc", "small", n_classes=170), mean=-7.0, std=3.0).eval()
+    out = tmp_path / "eval"
+    result = evaluate_models({"t": tiny_model, "same": tiny_model, "other": other},
+                             read_manifest(corpus), out,
+                             meta={"t": {"role": "teacher"}, "same": {"role": "stage2"}})
+    overall = json.loads((out / "overall.json").read_text())["models"]
+    assert overall["same"]["agreement"] == {"teacher": "t", "n_songs": 2, "agree_majmin": 1.0,
+                                            "agree_mirex": 1.0}
+    assert overall["t"]["agreement"] is None  # not with itself
+    ours = result.models["other"].agreement.values["agree_mirex"]
+    # an independent check: mir_eval's own mirex of the other's estimates against the teacher's
+    teacher = {s: read_lab(out / "estimates" / "t" / f"{s}.lab") for s in SONGS}
+    theirs = {s: read_lab(out / "estimates" / "other" / f"{s}.lab") for s in SONGS}
+    seconds = [teacher[s][0].max() - teacher[s][0].min() for s in SONGS]
+    mirex = [mir_eval.chord.evaluate(*teacher[s], *theirs[s])["mirex"] for s in SONGS]
+    assert ours == pytest.approx(np.average(mirex, weights=seconds), abs=1e-5)
 
 
 def test_unreadable_song_is_skipped_and_listed_with_its_reason(corpus, tmp_path, tiny_model,

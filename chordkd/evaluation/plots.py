@@ -182,3 +182,46 @@ def _agreement_strip(ax, reference, estimate, vocab, y, start, end) -> None:
     keep = (pieces[:, 1] > start) & (pieces[:, 0] < end)
     spans = [(a, b - a) for a, b in np.clip(pieces[keep], start, end)]
     ax.broken_barh(spans, (y, 0.08), facecolors=[c for c, k in zip(colours, keep) if k])
+
+
+def plot_scaling_curve(
+    points: Sequence[Mapping], key: str, series: str, path: str | os.PathLike
+) -> Path:
+    """Two panels, stage 2 minus the teacher and minus the baseline (percentage points)
+    against the tag ``key``: one line per (student, ``series`` value), the paired per-song
+    mean difference with its bootstrap interval as error bars (the difference of the pooled
+    means where no per-song comparison exists). ``points``: ``curve.curve_rows``. A numeric
+    ``key`` whose values are all positive is drawn on a log2 axis (pool 1x, 4x, 16x)."""
+    try:
+        xs = {p["x"]: float(p["x"]) for p in points}
+    except ValueError:
+        xs = {x: float(i) for i, x in enumerate(dict.fromkeys(p["x"] for p in points))}
+        numeric = False
+    else:
+        numeric = True
+    fig = Figure(figsize=(10.0, 4.0), layout="constrained")
+    for k, role in enumerate(("teacher", "baseline")):
+        ax = fig.add_subplot(1, 2, k + 1)
+        lines = dict.fromkeys((p["student"], p["series"]) for p in points)
+        for student, value in lines:
+            mine = [p for p in points if (p["student"], p["series"]) == (student, value)]
+            x = [xs[p["x"]] for p in mine]
+            per_song = [not math.isnan(p[f"minus_{role}_per_song"]) for p in mine]
+            y = [p[f"minus_{role}_per_song"] if ok else p[f"minus_{role}"]
+                 for p, ok in zip(mine, per_song)]
+            low = [y_ - p[f"minus_{role}_low"] if ok else 0.0 for p, y_, ok in zip(mine, y, per_song)]
+            high = [p[f"minus_{role}_high"] - y_ if ok else 0.0 for p, y_, ok in zip(mine, y, per_song)]
+            label = " ".join(s for s in (student, f"{series}={value}" if value else "") if s)
+            ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=label)
+        ax.axhline(0.0, color="0.4", linewidth=0.8)
+        if numeric and all(v > 0 for v in xs.values()):
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(set(xs.values())), [x for x, _ in sorted(xs.items(), key=lambda i: i[1])])
+        ax.minorticks_off()
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"stage 2 - {role} (points, mean of 7 metrics)")
+        ax.grid(alpha=0.3)
+        ax.set_title(f"stage 2 minus {role}")
+        if lines:
+            ax.legend(fontsize=8)
+    return _save(fig, path)
