@@ -82,7 +82,7 @@ def _markdown(result, summaries, values, song_rows) -> str:
              "each ACQA is the unweighted mean over the quality groups present, No Chord "
              "included. – means nothing comparable.\n"]
     parts.append("\n## Models\n\n" + markdown_table(
-        ["model", "role", "student", "seed", "meta", "vocabulary", "decoding", "checkpoint"],
+        ["model", "role", "student", "seed", "tags", "vocabulary", "decoding", "checkpoint"],
         [[n, s["meta"].get("role", ""), s["meta"].get("student", ""),
           "" if s["meta"].get("seed") is None else s["meta"]["seed"],
           " ".join(f"{k}={v}" for k, v in s["meta"].get("tags", {}).items()),
