@@ -177,6 +177,28 @@ def test_every_model_is_compared_with_the_one_teacher_of_the_run(corpus, tmp_pat
     assert ours == pytest.approx(np.average(mirex, weights=seconds), abs=1e-5)
 
 
+def test_one_pass_decodes_a_model_by_argmax_and_by_viterbi_side_by_side(corpus, tmp_path,
+                                                                        tiny_model):
+    out = tmp_path / "eval"
+    result = evaluate_models({"stage2": tiny_model, "smooth": tiny_model}, read_manifest(corpus),
+                             out, smoothing=0.99, decoding={"stage2": "argmax", "smooth": "viterbi"},
+                             meta={"smooth": {"role": "stage2"}})
+    assert result.models["stage2"].meta["decoding"] == "argmax"
+    assert result.models["smooth"].meta["decoding"] == "viterbi(p=0.99)"
+    for song in SONGS:  # a sticky Viterbi path never has more segments than the argmax one
+        argmax = read_lab(out / "estimates" / "stage2" / f"{song}.lab")[1]
+        viterbi = read_lab(out / "estimates" / "smooth" / f"{song}.lab")[1]
+        assert len(viterbi) <= len(argmax)
+    assert sum(len(read_lab(out / "estimates" / "stage2" / f"{s}.lab")[1]) for s in SONGS) > \
+        sum(len(read_lab(out / "estimates" / "smooth" / f"{s}.lab")[1]) for s in SONGS)
+
+
+def test_smoothing_with_no_viterbi_model_is_refused(corpus, tmp_path, tiny_model):
+    with pytest.raises(ChordkdError, match="does not apply to --decode argmax"):
+        evaluate_models({"a": tiny_model}, read_manifest(corpus), tmp_path / "e", smoothing=0.9,
+                        decoding="argmax")
+
+
 def test_unreadable_song_is_skipped_and_listed_with_its_reason(corpus, tmp_path, tiny_model,
                                                               caplog):
     (corpus / "gamma.wav").write_bytes(b"RIFF broken")

@@ -3,7 +3,8 @@
     chordkd evaluate teacher.pt stage2.ckpt --data data/test --out runs/eval \\
         [--names teacher stage2] [--roles teacher stage2] [--student btc] \\
         [--seed 1] [--meta pool=4 size=base] \\
-        [--smoothing 0.9 | --decode crf [argmax ...]] [--song ID] [--strict] [--wandb]
+        [--smoothing 0.9 [--decode argmax viterbi] | --decode crf [argmax ...]] \\
+        [--song ID] [--strict] [--wandb]
 
 A model is any teacher spec (``chordkd.teachers``): a checkpoint, ``madmom:cnn``, ``madmom:deepchroma``
 or ``package.module:factory``; ``--decode crf`` decodes with madmom's own CRF. ``--seed`` (the
@@ -137,7 +138,9 @@ def evaluate_models(
         raise ChordkdError(f"--song {timeline_song!r} is not a song of the corpus")
     out = Path(out)
     per_model = dict(decoding) if isinstance(decoding, Mapping) else dict.fromkeys(models, decoding)
-    methods = {name: resolve_decoding(per_model.get(name), smoothing) for name in models}
+    methods = decoding_methods({name: per_model.get(name) for name in models}, smoothing)
+    # the Viterbi probability goes to the Viterbi-decoded models only
+    smooth = {name: smoothing if method == "viterbi" else None for name, method in methods.items()}
 
     unpacked = {}
     results = {}
@@ -171,8 +174,8 @@ def evaluate_models(
         for name, (net, vocab, settings) in unpacked.items():
             duration = len(samples[settings.sr]) / settings.sr
             if is_waveform_teacher(net):
-                estimate = transcribe_waveform(samples[settings.sr], net, smoothing,
-                                               per_model.get(name))
+                estimate = transcribe_waveform(samples[settings.sr], net, smooth[name],
+                                               methods[name])
             else:  # (a CQT model's method is argmax or viterbi, checked above)
                 device = model_device(net)
                 key = (settings, str(device))
@@ -180,7 +183,7 @@ def evaluate_models(
                     features[key] = log_cqt(samples[settings.sr], front_end(settings, str(device)),
                                             device)
                 estimate = transcribe_features(features[key], net, vocab, duration, settings,
-                                               smoothing)
+                                               smooth[name])
             results[name].scores[song.id] = score_song(*reference, estimate.intervals, estimate.labels)
             ref_frames = intervals_to_frames(*reference, vocab, len(estimate.classes),
                                              settings.hop, settings.sr)
@@ -205,6 +208,18 @@ def evaluate_models(
     if wandb:
         log_to_wandb(result)
     return result
+
+
+def decoding_methods(decoding: Mapping[str, str | None], smoothing: float | None) -> dict[str, str]:
+    """Model name -> ``argmax``, ``viterbi`` or ``crf``. A model with no decoding of its own
+    takes Viterbi when ``smoothing`` is given, else argmax; ``smoothing`` may come with models
+    that name another decoder (``--decode argmax viterbi --smoothing 0.9``: the same
+    checkpoint with and without Viterbi, in one pass), but not with those alone."""
+    methods = {name: resolve_decoding(d, smoothing if d in (None, "viterbi") else None)
+               for name, d in decoding.items()}
+    if smoothing is not None and "viterbi" not in methods.values():
+        resolve_decoding(next(iter(decoding.values())), smoothing)  # raises, naming the decoder
+    return methods
 
 
 def _measure_agreement(results: Mapping[str, ModelResult]) -> None:
@@ -280,8 +295,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Viterbi self-transition probability (default: argmax)")
     parser.add_argument("--decode", nargs="+", choices=DECODERS, default=None,
                         help="argmax, viterbi (with --smoothing) or crf (the model's own CRF: "
-                             "madmom), for all models or one per model; default: viterbi if "
-                             "--smoothing is given, else argmax")
+                             "madmom), for all models or one per model (`--decode argmax "
+                             "viterbi --smoothing 0.9` gives a row and its +viterbi row); "
+                             "default: viterbi if --smoothing is given, else argmax")
     parser.add_argument("--song", default=None, metavar="ID",
                         help="song for the timeline figure (default: the first)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
@@ -327,8 +343,7 @@ def run(args: argparse.Namespace) -> int:
         raise ChordkdError(f"--names: model names must be distinct, got {names}")
     decode = dict(zip(names, args.decode if args.decode and len(args.decode) > 1
                       else [args.decode[0] if args.decode else None] * len(names)))
-    for method in decode.values():
-        resolve_decoding(method, args.smoothing)  # a bad combination fails before any work
+    decoding_methods(decode, args.smoothing)  # a bad combination fails before any work
     tags = meta_tags(args.meta)
     songs = read_manifest(args.data, require_labels=True)
     device = resolve_device(args.device)
