@@ -36,12 +36,14 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
 
 
 def plot_quality_recall(
-    counts: Mapping[str, QualityCounts], path: str | os.PathLike, title: str = ""
+    counts: Mapping[str, QualityCounts], path: str | os.PathLike, title: str = "",
+    match: str = "class",
 ) -> Path:
     """Grouped bars: recall (%) per paper quality group, one bar per model, ACQA last.
 
     ``counts``: model name -> pooled :class:`QualityCounts`. Groups absent from every
     model's reference are left out; a group absent for one model only has no bar there.
+    ``match``: ``"class"`` (exact class) or ``"quality"`` (quality only, root ignored).
     """
     names = list(counts)
     present = [g for i, g in enumerate(PAPER_GROUPS) if any(c.frames[i] > 0 for c in counts.values())]
@@ -51,8 +53,8 @@ def plot_quality_recall(
     width = 0.8 / max(1, len(names))
     x = np.arange(len(columns))
     for k, name in enumerate(names):
-        recall = counts[name].recall()
-        values = [recall[g] for g in present] + [counts[name].acqa() if present else math.nan]
+        recall = counts[name].recall(match)
+        values = [recall[g] for g in present] + [counts[name].acqa(match) if present else math.nan]
         heights = [100 * v if not math.isnan(v) else 0.0 for v in values]
         bars = ax.bar(x + (k - (len(names) - 1) / 2) * width, heights, width, label=name)
         for bar, v in zip(bars, values):
@@ -63,7 +65,8 @@ def plot_quality_recall(
     ax.set_ylim(0, 100)
     ax.axvline(len(present) - 0.5, color="0.6", linewidth=0.8, linestyle=":")
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title or "Recall per chord quality (exact class)")
+    ax.set_title(title or ("Recall per chord quality (exact class)" if match == "class" else
+                           "Recall per chord quality (quality only, root ignored)"))
     if len(names) > 1:
         ax.legend(fontsize=8, ncols=min(4, len(names)))
     return _save(fig, path)

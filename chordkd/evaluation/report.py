@@ -30,7 +30,8 @@ its estimates is measured too (``agreement``: majmin and mirex). Files written u
   recall); ``chordkd results`` reads it for paired per-song comparisons.
 - ``overall.csv``, ``quality_recall.csv``, ``songs.csv``: the tables, fractions in [0, 1].
 - ``report.md``: the tables in percent, the skipped songs, the figures.
-- ``quality_recall.png``, ``quality_confusion.png``, ``timeline.png`` (``--song``, default the
+- ``quality_recall.png`` (exact class), ``quality_recall_quality.png`` (quality only),
+  ``quality_confusion.png``, ``timeline.png`` (``--song``, default the
   first song evaluated; its first minute).
 - ``estimates/<model>/<song>.lab``: every decoded estimate, so any number can be re-checked
   with ``mir_eval`` directly (and agreement measured across runs).

@@ -51,6 +51,8 @@ def write_report(result: EvaluationResult, out: Path, timeline: dict[str, Any] |
 
     counts = {name: m.quality for name, m in result.models.items()}
     files["quality_recall.png"] = plot_quality_recall(counts, out / "quality_recall.png")
+    files["quality_recall_quality.png"] = plot_quality_recall(
+        counts, out / "quality_recall_quality.png", match="quality")
     files["quality_confusion.png"] = plot_quality_confusion(counts, out / "quality_confusion.png")
     if timeline is not None:
         vocab = next(iter(timeline["estimates"].values()))[2]
@@ -112,7 +114,8 @@ def _markdown(result, summaries, values, song_rows) -> str:
             ["model", *present, "ACQA"],
             [[n, *(pct(s[recall][g]) for g in present), pct(s[acqa])]
              for n, s in summaries.items()]))
-    parts.append("\n![recall per quality](quality_recall.png)\n\n"
+    parts.append("\n![recall per quality, exact class](quality_recall.png)\n\n"
+                 "![recall per quality, quality only](quality_recall_quality.png)\n\n"
                  "![quality confusion](quality_confusion.png)\n")
     if result.timeline_song is not None:
         parts.append(f"\n![timeline of {result.timeline_song}](timeline.png)\n")
@@ -146,7 +149,8 @@ def log_to_wandb(result: EvaluationResult) -> None:
             [n, match, *(s[recall][g] for g in PAPER_GROUPS), s[acqa]]
             for n, s in summaries.items() for match, (recall, acqa) in MATCHES.items()])
         payload: dict[str, Any] = {"eval/overall": overall, "eval/quality_recall": quality}
-        for key in ("quality_recall.png", "quality_confusion.png", "timeline.png"):
+        for key in ("quality_recall.png", "quality_recall_quality.png", "quality_confusion.png",
+                    "timeline.png"):
             if key in result.files:
                 payload[f"eval/{key[:-4]}"] = wandb.Image(str(result.files[key]))
         run.log(payload)
