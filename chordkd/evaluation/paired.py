@@ -9,6 +9,7 @@ are in percentage points.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from chordkd.evaluation.stats import (
     paired_differences,
 )
 from chordkd.evaluation.tables import csv_text, json_safe, markdown_table
+
+log = logging.getLogger(__name__)
 
 # "mean": the unweighted mean of the seven metrics per song (the headline figure)
 PAIRED_COLUMNS: tuple[str, ...] = ("mean", *METRICS)
@@ -61,6 +64,11 @@ def paired_comparisons(blocks: dict[str, list[Group]], resamples: int = RESAMPLE
     out = {}
     for student, block in blocks.items():
         found = [compare(a, b, resamples, seed) for a, b in comparisons(block)]
+        for c in found:
+            if not c.results and any(e.song_values() for e in c.a.entries) \
+                    and any(e.song_values() for e in c.b.entries):
+                log.warning("%s: no test song in common, not compared (evaluated on other "
+                            "corpora?)", c.name)
         out[student] = [c for c in found if c.results]
     return out
 
