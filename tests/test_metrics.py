@@ -8,20 +8,25 @@ import mir_eval
 import numpy as np
 import pytest
 
-from chordkd.annotations import read_lab
+from chordkd.annotations import intervals_to_frames, read_lab
 from chordkd.chords import get_vocabulary
 from chordkd.errors import AnnotationError, ChordLabelError
+from chordkd.evaluation.agreement import agreement
 from chordkd.evaluation.metrics import (
-    CONFUSION_COLUMNS,
     METRICS,
-    PAPER_GROUPS,
+    SEGMENTATION,
     SongScore,
-    acqa,
     aggregate,
+    aggregate_segmentation,
+    score_song,
+)
+from chordkd.evaluation.quality import (
+    CONFUSION_COLUMNS,
+    PAPER_GROUPS,
+    acqa,
     count_qualities,
     quality_confusion,
     quality_recall,
-    score_song,
 )
 
 REF_LAB = """0.0 2.0 C:maj
@@ -133,6 +138,63 @@ def test_label_count_must_match_interval_count():
 
 
 # --------------------------------------------------------------------------------------------
+# segmentation
+
+
+def test_segmentation_equals_mir_eval_evaluate_on_lab_files(tmp_path):
+    ref = _lab(tmp_path, "ref.lab", REF_LAB)
+    est = _lab(tmp_path, "est.lab", EST_LAB)
+    expected = mir_eval.chord.evaluate(*ref, *est)
+    got = score_song(*ref, *est).segmentation
+    for key in SEGMENTATION:
+        assert got[key] == pytest.approx(expected[key], abs=1e-12), key
+
+
+def test_an_estimate_that_splits_a_reference_chord_is_over_segmented_only():
+    # one 4 s reference chord, estimated as 1 s + 3 s: the best-matching estimated segment
+    # covers 3 of the 4 s (overseg 0.75); each estimated segment lies inside one reference
+    # segment (underseg 1)
+    score = score_song(np.array([[0.0, 4.0]]), ["C:maj"],
+                       np.array([[0.0, 1.0], [1.0, 4.0]]), ["C:maj", "G:maj"])
+    assert score.segmentation == pytest.approx({"overseg": 0.75, "underseg": 1.0, "seg": 0.75})
+
+
+def test_runs_of_one_label_are_merged_before_segmentation():
+    score = score_song(np.array([[0.0, 4.0]]), ["C:maj"],
+                       np.array([[0.0, 1.0], [1.0, 4.0]]), ["C:maj", "C:maj"])
+    assert score.segmentation["overseg"] == 1.0
+
+
+def test_segmentation_pools_songs_by_duration():
+    a = score_song(np.array([[0.0, 4.0]]), ["C:maj"],
+                   np.array([[0.0, 1.0], [1.0, 4.0]]), ["C:maj", "G:maj"])  # 4 s, overseg 0.75
+    b = score_song(np.array([[0.0, 12.0]]), ["C:maj"], np.array([[0.0, 12.0]]), ["C:maj"])
+    assert aggregate_segmentation([a, b])["overseg"] == pytest.approx((4 * 0.75 + 12) / 16)
+    assert SongScore.from_dict(a.to_dict()).segmentation == a.segmentation
+
+
+# --------------------------------------------------------------------------------------------
+# agreement with a teacher
+
+
+def test_identical_estimates_agree_completely():
+    est = (np.array([[0.0, 1.0], [1.0, 2.5], [2.5, 3.0]]), ["N", "C:maj", "A:min7"])
+    result = agreement({"s": est}, {"s": est})
+    assert result.values == {"agree_majmin": 1.0, "agree_mirex": 1.0}
+    assert result.n_songs == 1
+
+
+def test_agreement_is_duration_weighted_and_skips_chords_outside_the_level():
+    teacher = (np.array([[0.0, 2.0], [2.0, 4.0]]), ["C:maj", "G:sus4"])
+    model = (np.array([[0.0, 1.0], [1.0, 4.0]]), ["C:maj", "C:min"])
+    values = agreement({"s": teacher}, {"s": model}).values
+    # majmin: G:sus4 is outside its gamut, so 1 of the 2 comparable seconds agree
+    assert values["agree_majmin"] == pytest.approx(0.5)
+    # mirex compares every chord; C:min shares no 3 notes with C:maj or G:sus4: 1 of 4 s
+    assert values["agree_mirex"] == pytest.approx(0.25)
+
+
+# --------------------------------------------------------------------------------------------
 # per-quality recall
 
 LARGE = get_vocabulary("large")
@@ -198,3 +260,52 @@ def test_majmin_vocabulary_groups_into_major_minor_and_no_chord():
     recall = quality_recall(["C:maj", "A:min", "N"], ["C:maj", "A:maj", "N"], majmin)
     present = {g: r for g, r in recall.items() if not math.isnan(r)}
     assert present == {"Major": 1.0, "Minor": 0.0, "No Chord": 1.0}
+
+
+# The paper's code counts a quality recall hit when the quality is right, whatever the root.
+PAPER_REF_LAB = """0.0 1.0 C:maj
+1.0 2.0 A:min
+2.0 3.0 G:7
+3.0 4.0 N
+"""
+PAPER_EST_LAB = """0.0 1.0 D:maj
+1.0 1.5 A:min
+1.5 2.0 A:maj
+2.0 3.0 G:maj
+3.0 3.5 N
+3.5 4.0 B:dim
+"""
+HOP, SR = 2205, 22050  # 0.1 s frames: 40 frames, 10 per second
+
+
+def _frames(tmp_path, text, name):
+    return intervals_to_frames(*_lab(tmp_path, name, text), LARGE, 40, HOP, SR)
+
+
+def test_quality_recall_on_lab_files_counts_the_right_quality_with_the_wrong_root(tmp_path):
+    ref = _frames(tmp_path, PAPER_REF_LAB, "ref.lab")
+    est = _frames(tmp_path, PAPER_EST_LAB, "est.lab")
+    counts = count_qualities(ref, est, LARGE)
+    paper = counts.recall("quality")
+    assert paper["Major"] == 1.0  # D:maj for C:maj: quality right, root wrong
+    assert paper["Minor"] == 0.5 and paper["Dom7"] == 0.0 and paper["No Chord"] == 0.5
+    exact = counts.recall("class")
+    assert exact["Major"] == 0.0  # the exact-class figure beside it does not count it
+    assert exact["Minor"] == 0.5 and exact["No Chord"] == 0.5
+
+
+def test_quality_acqa_averages_the_groups_of_the_reference_no_chord_included(tmp_path):
+    ref = _frames(tmp_path, PAPER_REF_LAB, "ref.lab")
+    est = _frames(tmp_path, PAPER_EST_LAB, "est.lab")
+    counts = count_qualities(ref, est, LARGE)
+    # Major 1, Minor 0.5, Dom7 0, No Chord 0.5; Dim is only estimated: not a group here
+    assert math.isnan(counts.recall("quality")["Dim"])
+    assert counts.acqa("quality") == pytest.approx((1.0 + 0.5 + 0.0 + 0.5) / 4)
+    assert counts.acqa("class") == pytest.approx((0.0 + 0.5 + 0.0 + 0.5) / 4)
+    summary = counts.summary()
+    assert summary["acqa_quality"] == counts.acqa("quality")
+    assert summary["acqa"] == counts.acqa("class")
+
+
+def test_sus2_for_sus4_is_the_right_quality_group():
+    assert quality_recall(["C:sus4"], ["D:sus2"], LARGE, match="quality")["Sus"] == 1.0

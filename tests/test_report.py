@@ -18,7 +18,7 @@ from chordkd.annotations import read_lab
 from chordkd.cli import main
 from chordkd.data.manifest import read_manifest
 from chordkd.errors import ChordkdError
-from chordkd.evaluation.metrics import METRICS, PAPER_GROUPS
+from chordkd.evaluation.metrics import METRICS, PAPER_GROUPS, SEGMENTATION
 from chordkd.evaluation.report import evaluate_models
 from chordkd.models import ChordModel, build_student
 
@@ -109,22 +109,27 @@ def test_per_quality_recall_counts_reference_frames(corpus, tmp_path, tiny_model
 
 
 @needs_fixture
-def test_cli_writes_tables_and_three_pngs_for_two_models(corpus, tmp_path, capsys):
+def test_cli_writes_tables_and_four_pngs_for_two_models(corpus, tmp_path, capsys):
     out = tmp_path / "report"
     rc = main(["evaluate", str(FIXTURE), str(FIXTURE), "--data", str(corpus), "--out", str(out),
                "--names", "teacher", "copy", "--roles", "teacher", "stage2",
-               "--student", "btc", "--song", "beta"])
+               "--student", "btc", "--song", "beta", "--seed", "3", "--meta", "pool=4",
+               "size=base"])
     assert rc == 0
     for name in ("overall.json", "songs.json", "overall.csv", "quality_recall.csv", "songs.csv",
                  "report.md"):
         assert (out / name).stat().st_size > 0, name
-    for png in ("quality_recall.png", "quality_confusion.png", "timeline.png"):
+    for png in ("quality_recall.png", "quality_recall_quality.png", "quality_confusion.png",
+                "timeline.png"):
         assert _is_png(out / png), png
     overall = json.loads((out / "overall.json").read_text())
     assert overall["format"] == "chordkd-evaluation/1"
     assert overall["timeline_song"] == "beta"
     assert overall["models"]["copy"]["meta"]["role"] == "stage2"
     assert overall["models"]["teacher"]["meta"]["student"] == "btc"
+    assert overall["models"]["copy"]["meta"]["seed"] == 3
+    assert overall["models"]["copy"]["meta"]["tags"] == {"pool": "4", "size": "base"}
+    assert overall["models"]["copy"]["agreement"]["agree_majmin"] == 1.0  # the same model
     with open(out / "songs.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["model"], r["song"]) for r in rows) == [
@@ -133,6 +138,67 @@ def test_cli_writes_tables_and_three_pngs_for_two_models(corpus, tmp_path, capsy
     report = (out / "report.md").read_text()
     assert "| teacher |" in report and "![quality confusion](quality_confusion.png)" in report
     assert "mirex" in capsys.readouterr().out
+
+
+def test_segmentation_equals_mir_eval_and_both_acqas_are_reported(corpus, tmp_path, tiny_model):
+    out = tmp_path / "eval"
+    evaluate_models({"tiny": tiny_model}, read_manifest(corpus), out)
+    songs = json.loads((out / "songs.json").read_text())["models"]["tiny"]
+    for song in SONGS:
+        expected = mir_eval.chord.evaluate(*read_lab(corpus / f"{song}.lab"),
+                                           *read_lab(out / "estimates" / "tiny" / f"{song}.lab"))
+        for key in SEGMENTATION:
+            assert songs[song]["segmentation"][key] == pytest.approx(expected[key], abs=1e-5)
+    overall = json.loads((out / "overall.json").read_text())["models"]["tiny"]
+    assert overall["acqa_quality"] >= overall["acqa"]  # a right class has the right quality
+    assert set(overall["segmentation"]) == set(SEGMENTATION)
+    report = (out / "report.md").read_text()
+    assert "## Recall per quality: exact class" in report
+    assert "## Recall per quality: quality only" in report and "| overseg |" in report
+
+
+@pytest.mark.filterwarnings("ignore:No reference chords were comparable")  # mir_eval's other metrics
+def test_every_model_is_compared_with_the_one_teacher_of_the_run(corpus, tmp_path, tiny_model):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    other = ChordModel(build_student("btc", "small", n_classes=170), mean=-7.0, std=3.0).eval()
+    out = tmp_path / "eval"
+    result = evaluate_models({"t": tiny_model, "same": tiny_model, "other": other},
+                             read_manifest(corpus), out,
+                             meta={"t": {"role": "teacher"}, "same": {"role": "stage2"}})
+    overall = json.loads((out / "overall.json").read_text())["models"]
+    assert overall["same"]["agreement"] == {"teacher": "t", "n_songs": 2, "agree_majmin": 1.0,
+                                            "agree_mirex": 1.0}
+    assert overall["t"]["agreement"] is None  # not with itself
+    ours = result.models["other"].agreement.values["agree_mirex"]
+    # an independent check: mir_eval's own mirex of the other's estimates against the teacher's
+    teacher = {s: read_lab(out / "estimates" / "t" / f"{s}.lab") for s in SONGS}
+    theirs = {s: read_lab(out / "estimates" / "other" / f"{s}.lab") for s in SONGS}
+    seconds = [teacher[s][0].max() - teacher[s][0].min() for s in SONGS]
+    mirex = [mir_eval.chord.evaluate(*teacher[s], *theirs[s])["mirex"] for s in SONGS]
+    assert ours == pytest.approx(np.average(mirex, weights=seconds), abs=1e-5)
+
+
+def test_one_pass_decodes_a_model_by_argmax_and_by_viterbi_side_by_side(corpus, tmp_path,
+                                                                        tiny_model):
+    out = tmp_path / "eval"
+    result = evaluate_models({"stage2": tiny_model, "smooth": tiny_model}, read_manifest(corpus),
+                             out, smoothing=0.99, decoding={"stage2": "argmax", "smooth": "viterbi"},
+                             meta={"smooth": {"role": "stage2"}})
+    assert result.models["stage2"].meta["decoding"] == "argmax"
+    assert result.models["smooth"].meta["decoding"] == "viterbi(p=0.99)"
+    for song in SONGS:  # a sticky Viterbi path never has more segments than the argmax one
+        argmax = read_lab(out / "estimates" / "stage2" / f"{song}.lab")[1]
+        viterbi = read_lab(out / "estimates" / "smooth" / f"{song}.lab")[1]
+        assert len(viterbi) <= len(argmax)
+    assert sum(len(read_lab(out / "estimates" / "stage2" / f"{s}.lab")[1]) for s in SONGS) > \
+        sum(len(read_lab(out / "estimates" / "smooth" / f"{s}.lab")[1]) for s in SONGS)
+
+
+def test_smoothing_with_no_viterbi_model_is_refused(corpus, tmp_path, tiny_model):
+    with pytest.raises(ChordkdError, match="does not apply to --decode argmax"):
+        evaluate_models({"a": tiny_model}, read_manifest(corpus), tmp_path / "e", smoothing=0.9,
+                        decoding="argmax")
 
 
 def test_unreadable_song_is_skipped_and_listed_with_its_reason(corpus, tmp_path, tiny_model,

@@ -1,7 +1,8 @@
-"""Scores of chord estimates: mir_eval's seven WCSR metrics and per-quality recall.
+"""Scores of chord estimates: mir_eval's seven WCSR metrics and its segmentation scores.
 
-Pure functions; the comparisons are mir_eval's own (``mir_eval.chord.root`` ... ``mirex``),
-never re-implemented here.
+Pure functions; the comparisons are mir_eval's own (``mir_eval.chord.root`` ... ``mirex``,
+``overseg``, ``underseg``), never re-implemented here. Per-quality recall and ACQA live in
+``chordkd.evaluation.quality`` (re-exported here).
 
 **WCSR** (weighted chord symbol recall). For one song, :func:`score_song` runs the pipeline of
 ``mir_eval.chord.evaluate``: the estimate is trimmed or padded with N to the reference's span
@@ -16,14 +17,12 @@ mean of per-song accuracies). One difference from mir_eval: where nothing is com
 mir_eval returns 0 with a warning; here the accuracy is NaN (undefined), so an empty metric
 never drags a mean down.
 
-**Per-quality recall** (:func:`quality_recall`) works on frames, in a model's vocabulary: a
-frame is correct when its estimated class equals its reference class *exactly* (in the large
-vocabulary, root and quality, so C:maj7 for C:7 is wrong), and the recall of a quality group
-is the fraction of the reference frames of that group that are correct. The groups are the
-paper's (:data:`PAPER_GROUPS`; ``sus2`` and ``sus4`` form "Sus"); reference frames of class X
-belong to no group and are left out. **ACQA** (average chord quality accuracy) is the
-unweighted mean of the recalls of the groups that occur in the reference, so rare qualities
-count as much as major chords.
+**Segmentation** (:data:`SEGMENTATION`). Also as ``mir_eval.chord.evaluate`` computes them:
+on the adjusted estimate, runs of equal labels merged (``merge_chord_intervals``) on both
+sides, ``overseg`` = 1 - directional Hamming distance from the reference to the estimate (1:
+the estimate never splits a reference segment), ``underseg`` the other way round (1: it never
+merges two), and ``seg`` = their minimum. Pooled over songs by :func:`aggregate_segmentation`,
+weighted by the songs' durations like WCSR.
 """
 
 from __future__ import annotations
@@ -37,8 +36,19 @@ import mir_eval.chord
 import mir_eval.util
 import numpy as np
 
-from chordkd.chords import Vocabulary
-from chordkd.errors import AnnotationError, ChordkdError, ChordLabelError
+from chordkd.errors import AnnotationError, ChordLabelError
+
+# Per-quality recall has its own module; its names stay importable from here.
+from chordkd.evaluation.quality import (  # noqa: F401
+    CONFUSION_COLUMNS,
+    PAPER_GROUP_OF,
+    PAPER_GROUPS,
+    QualityCounts,
+    acqa,
+    count_qualities,
+    quality_confusion,
+    quality_recall,
+)
 
 METRICS: tuple[str, ...] = ("root", "thirds", "triads", "sevenths", "tetrads", "majmin", "mirex")
 
@@ -52,34 +62,7 @@ _COMPARISONS = {
     "mirex": mir_eval.chord.mirex,
 }
 
-# The per-quality report groups of the paper, in its order.
-PAPER_GROUPS: tuple[str, ...] = (
-    "Major", "Minor", "Dom7", "Maj7", "Min7", "Dim", "Dim7", "Aug", "Sus",
-    "Half-Dim", "Min6", "Maj6", "Min-Maj7", "No Chord",
-)  # fmt: skip
-
-# chordkd.chords.QUALITY_GROUPS -> paper group. X (out of vocabulary) has none.
-PAPER_GROUP_OF: dict[str, str | None] = {
-    "maj": "Major",
-    "min": "Minor",
-    "7": "Dom7",
-    "maj7": "Maj7",
-    "min7": "Min7",
-    "dim": "Dim",
-    "dim7": "Dim7",
-    "aug": "Aug",
-    "sus2": "Sus",
-    "sus4": "Sus",
-    "hdim7": "Half-Dim",
-    "min6": "Min6",
-    "maj6": "Maj6",
-    "minmaj7": "Min-Maj7",
-    "N": "No Chord",
-    "X": None,
-}
-
-# Columns of the quality confusion matrix: the groups, then estimates of class X.
-CONFUSION_COLUMNS: tuple[str, ...] = PAPER_GROUPS + ("X",)
+SEGMENTATION: tuple[str, ...] = ("overseg", "underseg", "seg")
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,12 +74,16 @@ class SongScore:
     """mir_eval scores of one song, in seconds so songs can be pooled.
 
     ``correct[m]`` and ``comparable[m]`` are seconds for each metric ``m`` in ``METRICS``;
-    ``duration`` is the evaluated span (the reference's, in seconds).
+    ``duration`` is the evaluated span (the reference's, in seconds); ``segmentation[s]`` the
+    song's mir_eval score in [0, 1] for each ``s`` in ``SEGMENTATION`` (NaN when unknown, as
+    in reports written before chordkd computed it).
     """
 
     correct: dict[str, float]
     comparable: dict[str, float]
     duration: float
+    segmentation: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(SEGMENTATION, math.nan))
 
     @property
     def accuracy(self) -> dict[str, float]:
@@ -109,15 +96,22 @@ class SongScore:
             "correct": dict(self.correct),
             "comparable": dict(self.comparable),
             "accuracy": self.accuracy,
+            "segmentation": dict(self.segmentation),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> SongScore:
+        segmentation = d.get("segmentation") or {}
         return cls(
             correct={m: float(d["correct"][m]) for m in METRICS},
             comparable={m: float(d["comparable"][m]) for m in METRICS},
             duration=float(d["duration"]),
+            segmentation={s: _float(segmentation.get(s)) for s in SEGMENTATION},
         )
+
+
+def _float(value) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _ratio(num: float, den: float) -> float:
@@ -130,7 +124,8 @@ def score_song(
     est_intervals: np.ndarray,
     est_labels: Sequence[str],
 ) -> SongScore:
-    """Score one estimate against its reference with mir_eval's seven chord metrics.
+    """Score one estimate against its reference with mir_eval's seven chord metrics and its
+    three segmentation scores.
 
     Args:
         ref_intervals: float ``[n, 2]`` (start, end) seconds, ``n >= 1``, each of positive
@@ -141,7 +136,7 @@ def score_song(
 
     Returns:
         A :class:`SongScore`; ``score.accuracy[m]`` equals ``mir_eval.chord.evaluate(...)[m]``
-        wherever something is comparable.
+        wherever something is comparable, and ``score.segmentation[s]`` equals it always.
 
     Raises:
         AnnotationError: malformed intervals (naming which side and which interval).
@@ -171,7 +166,12 @@ def score_song(
         valid = comparisons >= 0
         correct[metric] = float(np.sum(comparisons[valid] * durations[valid]))
         comparable[metric] = float(np.sum(durations[valid]))
-    return SongScore(correct=correct, comparable=comparable, duration=end - start)
+    merged_ref = mir_eval.chord.merge_chord_intervals(ref_intervals, list(ref_labels))
+    merged_est = mir_eval.chord.merge_chord_intervals(est_intervals, est_labels)
+    over = float(mir_eval.chord.overseg(merged_ref, merged_est))
+    under = float(mir_eval.chord.underseg(merged_ref, merged_est))
+    return SongScore(correct=correct, comparable=comparable, duration=end - start,
+                     segmentation={"overseg": over, "underseg": under, "seg": min(over, under)})
 
 
 def _check_intervals(
@@ -243,144 +243,26 @@ def aggregate(scores: Sequence[SongScore]) -> dict[str, float]:
     return out
 
 
+def aggregate_segmentation(scores: Sequence[SongScore]) -> dict[str, float]:
+    """Corpus segmentation scores: the songs' scores weighted by their durations, so a
+    song counts as its seconds do in WCSR. Songs without a score (NaN) are left out; NaN
+    when none has one.
+
+    >>> a = SongScore({}, {}, 1.0, {"overseg": 1.0, "underseg": 0.5, "seg": 0.5})
+    >>> b = SongScore({}, {}, 3.0, {"overseg": 0.5, "underseg": 0.5, "seg": 0.5})
+    >>> aggregate_segmentation([a, b])["overseg"]  # (1 * 1.0 + 3 * 0.5) / 4
+    0.625
+    """
+    out = {}
+    for key in SEGMENTATION:
+        pairs = [(s.segmentation[key], s.duration) for s in scores
+                 if not math.isnan(s.segmentation[key])]
+        weight = math.fsum(d for _, d in pairs)
+        out[key] = _ratio(math.fsum(v * d for v, d in pairs), weight)
+    return out
+
+
 def metric_mean(accuracies: dict[str, float]) -> float:
     """Unweighted mean of the seven metrics (the paper's "mean" column); NaN metrics skipped."""
     values = [accuracies[m] for m in METRICS if not math.isnan(accuracies[m])]
     return float(np.mean(values)) if values else math.nan
-
-
-# --------------------------------------------------------------------------------------------
-# Per-quality recall
-
-
-@dataclass
-class QualityCounts:
-    """Frame counts per paper quality group, additive over songs (``a + b``).
-
-    ``frames[g]``: reference frames of group ``PAPER_GROUPS[g]``; ``correct[g]``: those whose
-    estimated class is exactly the reference class; ``confusion[g, h]``: reference frames of
-    group ``g`` estimated as group ``CONFUSION_COLUMNS[h]`` (the last column is estimated X).
-    """
-
-    frames: np.ndarray = field(default_factory=lambda: np.zeros(len(PAPER_GROUPS), np.int64))
-    correct: np.ndarray = field(default_factory=lambda: np.zeros(len(PAPER_GROUPS), np.int64))
-    confusion: np.ndarray = field(
-        default_factory=lambda: np.zeros((len(PAPER_GROUPS), len(CONFUSION_COLUMNS)), np.int64)
-    )
-
-    def __add__(self, other: QualityCounts) -> QualityCounts:
-        return QualityCounts(
-            self.frames + other.frames,
-            self.correct + other.correct,
-            self.confusion + other.confusion,
-        )
-
-    def recall(self) -> dict[str, float]:
-        """Recall per group in ``PAPER_GROUPS`` order; NaN for groups absent from the reference."""
-        return {
-            g: _ratio(float(c), float(n))
-            for g, c, n in zip(PAPER_GROUPS, self.correct, self.frames)
-        }
-
-    def acqa(self) -> float:
-        """Unweighted mean recall over the groups present in the reference; NaN if none."""
-        return acqa(self.recall())
-
-    def to_dict(self) -> dict:
-        return {
-            "groups": list(PAPER_GROUPS),
-            "confusion_columns": list(CONFUSION_COLUMNS),
-            "frames": self.frames.tolist(),
-            "correct": self.correct.tolist(),
-            "confusion": self.confusion.tolist(),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> QualityCounts:
-        if list(d["groups"]) != list(PAPER_GROUPS):
-            raise ChordkdError(f"quality counts list groups {d['groups']}, expected {PAPER_GROUPS}")
-        return cls(
-            np.asarray(d["frames"], np.int64),
-            np.asarray(d["correct"], np.int64),
-            np.asarray(d["confusion"], np.int64),
-        )
-
-
-def _group_table(vocab: Vocabulary) -> np.ndarray:
-    """int64 ``[size]``: class -> column of ``CONFUSION_COLUMNS`` (X -> the X column)."""
-    table = np.empty(vocab.size, dtype=np.int64)
-    for i in range(vocab.size):
-        group = PAPER_GROUP_OF[vocab.quality_group(i)]
-        table[i] = PAPER_GROUPS.index(group) if group is not None else len(PAPER_GROUPS)
-    return table
-
-
-def _as_classes(frames: Sequence | np.ndarray, vocab: Vocabulary, side: str) -> np.ndarray:
-    arr = np.asarray(frames)
-    if arr.ndim != 1:
-        raise ChordkdError(f"{side} frames must have shape [n_frames], got {arr.shape}")
-    if arr.size and arr.dtype.kind in "USO":  # Harte labels, one per frame
-        return vocab.encode_many([str(x) for x in arr])
-    if arr.size and arr.dtype.kind not in "iu":
-        raise ChordkdError(f"{side} frames must be class indices or labels, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() >= vocab.size):
-        raise ChordkdError(
-            f"{side} frame classes must lie in 0..{vocab.size - 1} "
-            f"(vocabulary {vocab.name!r}), got {arr.min()}..{arr.max()}"
-        )
-    return arr
-
-
-def count_qualities(
-    ref_frames: Sequence | np.ndarray, est_frames: Sequence | np.ndarray, vocab: Vocabulary
-) -> QualityCounts:
-    """Per-group frame counts of one song (see :class:`QualityCounts`).
-
-    Args:
-        ref_frames: ``[T]`` reference class indices in ``vocab`` (or Harte labels per frame).
-        est_frames: ``[T]`` estimated class indices in ``vocab`` (or labels).
-        vocab: the vocabulary both are expressed in (the model's).
-    """
-    ref = _as_classes(ref_frames, vocab, "reference")
-    est = _as_classes(est_frames, vocab, "estimate")
-    if ref.shape != est.shape:
-        raise ChordkdError(f"{len(ref)} reference frames but {len(est)} estimated frames")
-    table = _group_table(vocab)
-    ref_group, est_group = table[ref], table[est]
-    keep = ref_group < len(PAPER_GROUPS)  # reference X frames belong to no group
-    ref_group, est_group = ref_group[keep], est_group[keep]
-    n_g, n_c = len(PAPER_GROUPS), len(CONFUSION_COLUMNS)
-    frames = np.bincount(ref_group, minlength=n_g)
-    correct = np.bincount(ref_group[ref[keep] == est[keep]], minlength=n_g)
-    confusion = np.bincount(ref_group * n_c + est_group, minlength=n_g * n_c).reshape(n_g, n_c)
-    return QualityCounts(frames, correct, confusion)
-
-
-def quality_recall(
-    ref_frames: Sequence | np.ndarray, est_frames: Sequence | np.ndarray, vocab: Vocabulary
-) -> dict[str, float]:
-    """Frame recall per reference quality group: ``{group: correct / reference frames}``.
-
-    Every group of ``PAPER_GROUPS`` is a key, NaN where the reference has no frame of it.
-    Correct means the exact class (see the module docstring); X reference frames are ignored.
-    """
-    return count_qualities(ref_frames, est_frames, vocab).recall()
-
-
-def quality_confusion(
-    ref_frames: Sequence | np.ndarray, est_frames: Sequence | np.ndarray, vocab: Vocabulary
-) -> np.ndarray:
-    """Frame counts int64 ``[14, 15]``: reference group (``PAPER_GROUPS``) x estimated group
-    (``CONFUSION_COLUMNS``). Groups only, so C:maj estimated as D:maj lands on the diagonal."""
-    return count_qualities(ref_frames, est_frames, vocab).confusion
-
-
-def acqa(recall: dict[str, float]) -> float:
-    """ACQA: unweighted mean of the non-NaN recalls (groups present); NaN, warned, if none."""
-    present = [r for r in recall.values() if not math.isnan(r)]
-    if not present:
-        warnings.warn("ACQA: no quality group occurs in the reference; reporting NaN",
-                      RuntimeWarning, stacklevel=2)
-        return math.nan
-    return float(np.mean(present))

@@ -36,12 +36,14 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
 
 
 def plot_quality_recall(
-    counts: Mapping[str, QualityCounts], path: str | os.PathLike, title: str = ""
+    counts: Mapping[str, QualityCounts], path: str | os.PathLike, title: str = "",
+    match: str = "class",
 ) -> Path:
     """Grouped bars: recall (%) per paper quality group, one bar per model, ACQA last.
 
     ``counts``: model name -> pooled :class:`QualityCounts`. Groups absent from every
     model's reference are left out; a group absent for one model only has no bar there.
+    ``match``: ``"class"`` (exact class) or ``"quality"`` (quality only, root ignored).
     """
     names = list(counts)
     present = [g for i, g in enumerate(PAPER_GROUPS) if any(c.frames[i] > 0 for c in counts.values())]
@@ -51,8 +53,8 @@ def plot_quality_recall(
     width = 0.8 / max(1, len(names))
     x = np.arange(len(columns))
     for k, name in enumerate(names):
-        recall = counts[name].recall()
-        values = [recall[g] for g in present] + [counts[name].acqa() if present else math.nan]
+        recall = counts[name].recall(match)
+        values = [recall[g] for g in present] + [counts[name].acqa(match) if present else math.nan]
         heights = [100 * v if not math.isnan(v) else 0.0 for v in values]
         bars = ax.bar(x + (k - (len(names) - 1) / 2) * width, heights, width, label=name)
         for bar, v in zip(bars, values):
@@ -63,7 +65,8 @@ def plot_quality_recall(
     ax.set_ylim(0, 100)
     ax.axvline(len(present) - 0.5, color="0.6", linewidth=0.8, linestyle=":")
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title or "Recall per chord quality (exact class)")
+    ax.set_title(title or ("Recall per chord quality (exact class)" if match == "class" else
+                           "Recall per chord quality (quality only, root ignored)"))
     if len(names) > 1:
         ax.legend(fontsize=8, ncols=min(4, len(names)))
     return _save(fig, path)
@@ -182,3 +185,46 @@ def _agreement_strip(ax, reference, estimate, vocab, y, start, end) -> None:
     keep = (pieces[:, 1] > start) & (pieces[:, 0] < end)
     spans = [(a, b - a) for a, b in np.clip(pieces[keep], start, end)]
     ax.broken_barh(spans, (y, 0.08), facecolors=[c for c, k in zip(colours, keep) if k])
+
+
+def plot_scaling_curve(
+    points: Sequence[Mapping], key: str, series: str, path: str | os.PathLike
+) -> Path:
+    """Two panels, stage 2 minus the teacher and minus the baseline (percentage points)
+    against the tag ``key``: one line per (student, ``series`` value), the paired per-song
+    mean difference with its bootstrap interval as error bars (the difference of the pooled
+    means where no per-song comparison exists). ``points``: ``curve.curve_rows``. A numeric
+    ``key`` whose values are all positive is drawn on a log2 axis (pool 1x, 4x, 16x)."""
+    try:
+        xs = {p["x"]: float(p["x"]) for p in points}
+    except ValueError:
+        xs = {x: float(i) for i, x in enumerate(dict.fromkeys(p["x"] for p in points))}
+        numeric = False
+    else:
+        numeric = True
+    fig = Figure(figsize=(10.0, 4.0), layout="constrained")
+    for k, role in enumerate(("teacher", "baseline")):
+        ax = fig.add_subplot(1, 2, k + 1)
+        lines = dict.fromkeys((p["student"], p["series"]) for p in points)
+        for student, value in lines:
+            mine = [p for p in points if (p["student"], p["series"]) == (student, value)]
+            x = [xs[p["x"]] for p in mine]
+            per_song = [not math.isnan(p[f"minus_{role}_per_song"]) for p in mine]
+            y = [p[f"minus_{role}_per_song"] if ok else p[f"minus_{role}"]
+                 for p, ok in zip(mine, per_song)]
+            low = [y_ - p[f"minus_{role}_low"] if ok else 0.0 for p, y_, ok in zip(mine, y, per_song)]
+            high = [p[f"minus_{role}_high"] - y_ if ok else 0.0 for p, y_, ok in zip(mine, y, per_song)]
+            label = " ".join(s for s in (student, f"{series}={value}" if value else "") if s)
+            ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=label)
+        ax.axhline(0.0, color="0.4", linewidth=0.8)
+        if numeric and all(v > 0 for v in xs.values()):
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(set(xs.values())), [x for x, _ in sorted(xs.items(), key=lambda i: i[1])])
+        ax.minorticks_off()
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"stage 2 - {role} (points, mean of 7 metrics)")
+        ax.grid(alpha=0.3)
+        ax.set_title(f"stage 2 minus {role}")
+        if lines:
+            ax.legend(fontsize=8)
+    return _save(fig, path)

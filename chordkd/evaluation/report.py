@@ -2,27 +2,39 @@
 
     chordkd evaluate teacher.pt stage2.ckpt --data data/test --out runs/eval \\
         [--names teacher stage2] [--roles teacher stage2] [--student btc] \\
-        [--smoothing 0.9 | --decode crf [argmax ...]] [--song ID] [--strict] [--wandb]
+        [--seed 1] [--meta pool=4 size=base] \\
+        [--smoothing 0.9 [--decode argmax viterbi] | --decode crf [argmax ...]] \\
+        [--song ID] [--strict] [--wandb]
 
 A model is any teacher spec (``chordkd.teachers``): a checkpoint, ``madmom:cnn``, ``madmom:deepchroma``
-or ``package.module:factory``; ``--decode crf`` decodes with madmom's own CRF.
+or ``package.module:factory``; ``--decode crf`` decodes with madmom's own CRF. ``--seed`` (the
+training seed of the checkpoints) and ``--meta key=value ...`` (free-form tags such as
+``pool=4 size=base variant=nokd``) are stored with each model, for ``chordkd results`` to
+group seeds and draw curves.
 
 For each song: the audio is read and its log-CQT computed once, each model transcribes it
 (``chordkd.transcribe``), and the estimate is scored against the reference annotation with
-mir_eval (``metrics.score_song``) and, frame by frame in the model's vocabulary, per quality
-(``metrics.count_qualities``). Files written under ``--out`` (all atomically):
+mir_eval (``metrics.score_song``: the seven WCSR metrics and overseg/underseg/seg) and, frame
+by frame in the model's vocabulary, per quality (``quality.count_qualities``: exact class and
+quality only). When exactly one model has the role ``teacher``, every model's agreement with
+its estimates is measured too (``agreement``: majmin and mirex). Files written under
+``--out`` (all atomically):
 
-- ``overall.json``: per model, its ``meta`` (name, role, student, checkpoint, vocabulary,
-  smoothing), the pooled seven WCSR metrics (fractions in [0, 1]), their mean, per-quality
-  recall, ACQA, the quality counts and confusion matrix; the skipped songs and why. This is
+- ``overall.json``: per model, its ``meta`` (name, role, student, seed, tags, checkpoint,
+  vocabulary, decoding), the pooled seven WCSR metrics (fractions in [0, 1]), their mean,
+  the segmentation scores, per-quality recall and ACQA both ways (``quality_recall``/``acqa``:
+  exact class; ``quality_recall_quality``/``acqa_quality``: quality only), the quality counts
+  and confusion matrix, the agreement with the teacher; the skipped songs and why. This is
   the file ``chordkd results`` reads (``"format": "chordkd-evaluation/1"``).
-- ``songs.json``: the same per song (seconds correct and comparable, accuracies, recall).
+- ``songs.json``: the same per song (seconds correct and comparable, accuracies, segmentation,
+  recall); ``chordkd results`` reads it for paired per-song comparisons.
 - ``overall.csv``, ``quality_recall.csv``, ``songs.csv``: the tables, fractions in [0, 1].
 - ``report.md``: the tables in percent, the skipped songs, the figures.
-- ``quality_recall.png``, ``quality_confusion.png``, ``timeline.png`` (``--song``, default the
+- ``quality_recall.png`` (exact class), ``quality_recall_quality.png`` (quality only),
+  ``quality_confusion.png``, ``timeline.png`` (``--song``, default the
   first song evaluated; its first minute).
 - ``estimates/<model>/<song>.lab``: every decoded estimate, so any number can be re-checked
-  with ``mir_eval`` directly.
+  with ``mir_eval`` directly (and agreement measured across runs).
 
 Annotation past the end of the audio is ignored (``annotations.clip_to_audio``). A song whose
 audio or annotation cannot be read is skipped with a warning and listed with the
@@ -33,36 +45,26 @@ over the songs evaluated.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from chordkd.annotations import clip_to_audio, intervals_to_frames, read_annotation, write_lab
-from chordkd.atomic import write_json, write_text
 from chordkd.audio import load_audio
 from chordkd.chords import Vocabulary
 from chordkd.data.manifest import Song, read_manifest
 from chordkd.errors import ChordkdError
-from chordkd.evaluation.metrics import (
-    METRICS,
-    PAPER_GROUPS,
-    QualityCounts,
-    SongScore,
-    aggregate,
-    count_qualities,
-    metric_mean,
-    score_song,
-)
-from chordkd.evaluation.plots import plot_quality_confusion, plot_quality_recall, plot_timeline
+from chordkd.evaluation.agreement import agreement
+from chordkd.evaluation.metrics import score_song
+from chordkd.evaluation.quality import count_qualities
+from chordkd.evaluation.report_files import log_to_wandb, write_report
+from chordkd.evaluation.summary import FORMAT, ROLES, EvaluationResult, ModelResult
+from chordkd.evaluation.tables import csv_text, json_safe, markdown_table
 from chordkd.features import FeatureSettings
 from chordkd.teachers.base import DECODERS
 from chordkd.transcribe import (
@@ -78,90 +80,13 @@ from chordkd.transcribe import (
     unpack_model,
 )
 
+# kept importable from here (noisy_student, tests, older callers)
+__all__ = ["FORMAT", "ROLES", "EvaluationResult", "ModelResult", "csv_text", "evaluate_models",
+           "json_safe", "markdown_table", "write_report"]
+
 log = logging.getLogger(__name__)
 
-FORMAT = "chordkd-evaluation/1"
-ROLES = ("teacher", "baseline", "stage1", "stage2")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-
-
-# --------------------------------------------------------------------------------------------
-# results in memory
-
-
-@dataclass
-class ModelResult:
-    """Scores of one model: per song (by song id) and pooled."""
-
-    name: str
-    meta: dict[str, Any]
-    scores: dict[str, SongScore] = field(default_factory=dict)
-    qualities: dict[str, QualityCounts] = field(default_factory=dict)
-
-    @property
-    def overall(self) -> dict[str, float]:
-        """Corpus WCSR per metric (``metrics.aggregate``), NaN if no song was scored."""
-        return aggregate(list(self.scores.values()))
-
-    @property
-    def quality(self) -> QualityCounts:
-        """Frame counts pooled over songs."""
-        total = QualityCounts()
-        for counts in self.qualities.values():
-            total = total + counts
-        return total
-
-    def summary(self) -> dict[str, Any]:
-        overall = self.overall
-        quality = self.quality
-        present = quality.frames.sum() > 0
-        return {
-            "meta": self.meta,
-            "n_songs": len(self.scores),
-            "duration": math.fsum(s.duration for s in self.scores.values()),
-            "metrics": overall,
-            "mean": metric_mean(overall),
-            "quality_recall": quality.recall(),
-            "acqa": quality.acqa() if present else math.nan,
-            "quality_counts": quality.to_dict(),
-        }
-
-
-@dataclass
-class EvaluationResult:
-    """What ``evaluate_models`` computed and wrote."""
-
-    models: dict[str, ModelResult]
-    skipped: list[dict[str, str]]
-    timeline_song: str | None
-    files: dict[str, Path] = field(default_factory=dict)
-
-    def overall_dict(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "metrics": list(METRICS),
-            "quality_groups": list(PAPER_GROUPS),
-            "models": {name: m.summary() for name, m in self.models.items()},
-            "skipped": self.skipped,
-            "timeline_song": self.timeline_song,
-        }
-
-    def songs_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, m in self.models.items():
-            out[name] = {
-                song: {
-                    **score.to_dict(),
-                    "quality_recall": m.qualities[song].recall(),
-                    "acqa": _acqa_or_nan(m.qualities[song]),
-                }
-                for song, score in m.scores.items()
-            }
-        return {"format": FORMAT, "models": out}
-
-
-def _acqa_or_nan(counts: QualityCounts) -> float:
-    return counts.acqa() if counts.frames.sum() > 0 else math.nan
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +117,7 @@ def evaluate_models(
         smoothing: None for argmax decoding, else the Viterbi self-transition probability.
         timeline_song: song id for the timeline figure; default the first song evaluated.
         strict: raise on the first unreadable song instead of skipping it.
-        meta: name -> extra metadata stored with that model (e.g. role, student).
+        meta: name -> extra metadata stored with that model (e.g. role, student, seed, tags).
         wandb: also log tables and figures to W&B (the active run, or a new offline one).
         decoding: ``"crf"`` decodes every model with its own CRF (madmom's teachers);
             default argmax, or Viterbi when ``smoothing`` is given. A mapping name ->
@@ -214,7 +139,9 @@ def evaluate_models(
         raise ChordkdError(f"--song {timeline_song!r} is not a song of the corpus")
     out = Path(out)
     per_model = dict(decoding) if isinstance(decoding, Mapping) else dict.fromkeys(models, decoding)
-    methods = {name: resolve_decoding(per_model.get(name), smoothing) for name in models}
+    methods = decoding_methods({name: per_model.get(name) for name in models}, smoothing)
+    # the Viterbi probability goes to the Viterbi-decoded models only
+    smooth = {name: smoothing if method == "viterbi" else None for name, method in methods.items()}
 
     unpacked = {}
     results = {}
@@ -248,8 +175,8 @@ def evaluate_models(
         for name, (net, vocab, settings) in unpacked.items():
             duration = len(samples[settings.sr]) / settings.sr
             if is_waveform_teacher(net):
-                estimate = transcribe_waveform(samples[settings.sr], net, smoothing,
-                                               per_model.get(name))
+                estimate = transcribe_waveform(samples[settings.sr], net, smooth[name],
+                                               methods[name])
             else:  # (a CQT model's method is argmax or viterbi, checked above)
                 device = model_device(net)
                 key = (settings, str(device))
@@ -257,12 +184,13 @@ def evaluate_models(
                     features[key] = log_cqt(samples[settings.sr], front_end(settings, str(device)),
                                             device)
                 estimate = transcribe_features(features[key], net, vocab, duration, settings,
-                                               smoothing)
+                                               smooth[name])
             results[name].scores[song.id] = score_song(*reference, estimate.intervals, estimate.labels)
             ref_frames = intervals_to_frames(*reference, vocab, len(estimate.classes),
                                              settings.hop, settings.sr)
             results[name].qualities[song.id] = count_qualities(ref_frames, estimate.classes, vocab)
             write_lab(out / "estimates" / name / f"{song.id}.lab", estimate.intervals, estimate.labels)
+            results[name].estimates[song.id] = (estimate.intervals, list(estimate.labels))
             estimates[name] = (estimate.intervals, estimate.labels, vocab)
         if timeline is None and (timeline_song is None or timeline_song == song.id):
             timeline = {"song": song.id, "reference": reference, "estimates": estimates}
@@ -275,11 +203,40 @@ def evaluate_models(
     if timeline_song is not None and timeline is None:
         raise ChordkdError(f"--song {timeline_song!r} was skipped: it could not be read")
 
+    _measure_agreement(results)
     result = EvaluationResult(results, skipped, timeline["song"] if timeline else None)
     write_report(result, out, timeline)
     if wandb:
         log_to_wandb(result)
     return result
+
+
+def decoding_methods(decoding: Mapping[str, str | None], smoothing: float | None) -> dict[str, str]:
+    """Model name -> ``argmax``, ``viterbi`` or ``crf``. A model with no decoding of its own
+    takes Viterbi when ``smoothing`` is given, else argmax; ``smoothing`` may come with models
+    that name another decoder (``--decode argmax viterbi --smoothing 0.9``: the same
+    checkpoint with and without Viterbi, in one pass), but not with those alone."""
+    methods = {name: resolve_decoding(d, smoothing if d in (None, "viterbi") else None)
+               for name, d in decoding.items()}
+    if smoothing is not None and "viterbi" not in methods.values():
+        resolve_decoding(next(iter(decoding.values())), smoothing)  # raises, naming the decoder
+    return methods
+
+
+def _measure_agreement(results: Mapping[str, ModelResult]) -> None:
+    """Every model's agreement with the one model whose role is ``teacher``, if exactly one."""
+    teachers = [m for m in results.values() if m.meta.get("role") == "teacher"]
+    if len(teachers) != 1:
+        if teachers:
+            log.warning("no agreement measured: %d models have the role teacher (%s)",
+                        len(teachers), ", ".join(m.name for m in teachers))
+        return
+    teacher = teachers[0]
+    for m in results.values():
+        if m is teacher:
+            continue  # 100% by definition: left out of its own row
+        m.agreement = agreement(teacher.estimates, m.estimates)
+        m.agreement_with = teacher.name
 
 
 def _read_song(song: Song, rates: set[int]) -> tuple[tuple[np.ndarray, list[str]], dict]:
@@ -310,163 +267,6 @@ def _model_meta(name: str, model: Any, vocab: Vocabulary, smoothing: float | Non
 
 
 # --------------------------------------------------------------------------------------------
-# writing
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with NaN floats replaced by None, so the file is standard JSON (null)."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
-def _pct(value: float) -> str:
-    return "–" if value is None or math.isnan(value) else f"{100 * value:.2f}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
-    """A GitHub Markdown table; the first ``left`` columns left-aligned, the rest right-aligned."""
-    lines = ["| " + " | ".join(map(str, header)) + " |",
-             "|" + "|".join([":---"] * left + ["---:"] * (len(header) - left)) + "|"]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([[_csv_value(v) for v in row] for row in rows])
-    return buf.getvalue()
-
-
-def _csv_value(v: Any) -> Any:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else repr(v)
-    return v
-
-
-def write_report(result: EvaluationResult, out: Path, timeline: dict[str, Any] | None) -> None:
-    """Write the JSON, CSV, Markdown and PNG files of ``result`` under ``out``."""
-    files = result.files
-    summaries = {name: m.summary() for name, m in result.models.items()}
-
-    files["overall.json"] = out / "overall.json"
-    write_json(files["overall.json"], json_safe(result.overall_dict()))
-    files["songs.json"] = out / "songs.json"
-    write_json(files["songs.json"], json_safe(result.songs_dict()))
-
-    overall_header = ["model", *METRICS, "mean", "acqa", "songs", "seconds"]
-    overall_rows = [
-        [name, *(s["metrics"][m] for m in METRICS), s["mean"], s["acqa"], s["n_songs"],
-         round(s["duration"], 3)]
-        for name, s in summaries.items()
-    ]
-    quality_header = ["model", *PAPER_GROUPS, "acqa"]
-    quality_rows = [
-        [name, *(s["quality_recall"][g] for g in PAPER_GROUPS), s["acqa"]]
-        for name, s in summaries.items()
-    ]
-    song_header = ["model", "song", "seconds", *METRICS, "acqa"]
-    song_rows = [
-        [name, song, round(score.duration, 3), *(score.accuracy[m] for m in METRICS),
-         _acqa_or_nan(m.qualities[song])]
-        for name, m in result.models.items()
-        for song, score in m.scores.items()
-    ]
-    for fname, header, rows in (("overall.csv", overall_header, overall_rows),
-                                ("quality_recall.csv", quality_header, quality_rows),
-                                ("songs.csv", song_header, song_rows)):
-        files[fname] = out / fname
-        write_text(files[fname], csv_text(header, rows))
-
-    counts = {name: m.quality for name, m in result.models.items()}
-    files["quality_recall.png"] = plot_quality_recall(counts, out / "quality_recall.png")
-    files["quality_confusion.png"] = plot_quality_confusion(counts, out / "quality_confusion.png")
-    if timeline is not None:
-        vocab = next(iter(timeline["estimates"].values()))[2]
-        files["timeline.png"] = plot_timeline(
-            timeline["reference"],
-            {name: (i, lab) for name, (i, lab, _) in timeline["estimates"].items()},
-            vocab, out / "timeline.png", title=f"{timeline['song']}",
-        )  # fmt: skip
-
-    files["report.md"] = out / "report.md"
-    write_text(files["report.md"], _markdown(result, summaries, overall_rows, quality_rows,
-                                             song_rows))
-
-
-def _markdown(result, summaries, overall_rows, quality_rows, song_rows) -> str:
-    present = [g for i, g in enumerate(PAPER_GROUPS)
-               if any(m.quality.frames[i] > 0 for m in result.models.values())]
-    parts = ["# Chord recognition evaluation\n\n",
-             "WCSR (mir_eval, pooled over songs by duration) and frame recall per reference "
-             "quality (exact class) in percent; ACQA is the unweighted mean over the quality "
-             "groups present. – means nothing comparable.\n"]
-    parts.append("\n## Models\n\n" + markdown_table(
-        ["model", "role", "student", "vocabulary", "decoding", "checkpoint"],
-        [[n, s["meta"].get("role", ""), s["meta"].get("student", ""), s["meta"]["vocabulary"],
-          s["meta"]["decoding"], s["meta"].get("checkpoint", "")] for n, s in summaries.items()],
-        left=6))
-    parts.append("\n## Overall\n\n" + markdown_table(
-        ["model", *METRICS, "mean", "ACQA", "songs", "hours"],
-        [[r[0], *(_pct(v) for v in r[1:10]), r[10], f"{r[11] / 3600:.2f}"] for r in overall_rows]))
-    parts.append("\n## Recall per quality\n\n" + markdown_table(
-        ["model", *present, "ACQA"],
-        [[r[0], *(_pct(r[1 + PAPER_GROUPS.index(g)]) for g in present), _pct(r[-1])]
-         for r in quality_rows]))
-    parts.append("\n![recall per quality](quality_recall.png)\n\n"
-                 "![quality confusion](quality_confusion.png)\n")
-    if result.timeline_song is not None:
-        parts.append(f"\n![timeline of {result.timeline_song}](timeline.png)\n")
-    parts.append("\n## Songs\n\n" + markdown_table(
-        ["model", "song", "seconds", *METRICS, "ACQA"],
-        [[r[0], r[1], f"{r[2]:.1f}", *(_pct(v) for v in r[3:])] for r in song_rows], left=2))
-    if result.skipped:
-        parts.append(f"\n## Skipped songs ({len(result.skipped)})\n\n" + markdown_table(
-            ["song", "reason"], [[s["id"], s["reason"].replace("|", "\\|")] for s in result.skipped],
-            left=2))
-    return "".join(parts)
-
-
-def log_to_wandb(result: EvaluationResult) -> None:
-    """Log the tables and figures to the active W&B run, or to a new one (offline unless
-    ``WANDB_MODE`` says otherwise), which is then finished."""
-    import wandb
-
-    run = wandb.run
-    own = run is None
-    if own:
-        run = wandb.init(project=os.environ.get("WANDB_PROJECT", "chordkd"), job_type="evaluate",
-                         mode=os.environ.get("WANDB_MODE", "offline"),
-                         dir=str(result.files["report.md"].parent))
-    try:
-        summaries = {name: m.summary() for name, m in result.models.items()}
-        overall = wandb.Table(columns=["model", *METRICS, "mean", "acqa"], data=[
-            [n, *(s["metrics"][m] for m in METRICS), s["mean"], s["acqa"]]
-            for n, s in summaries.items()])
-        quality = wandb.Table(columns=["model", *PAPER_GROUPS, "acqa"], data=[
-            [n, *(s["quality_recall"][g] for g in PAPER_GROUPS), s["acqa"]]
-            for n, s in summaries.items()])
-        payload: dict[str, Any] = {"eval/overall": overall, "eval/quality_recall": quality}
-        for key in ("quality_recall.png", "quality_confusion.png", "timeline.png"):
-            if key in result.files:
-                payload[f"eval/{key[:-4]}"] = wandb.Image(str(result.files[key]))
-        run.log(payload)
-        for n, s in summaries.items():
-            for m in METRICS:
-                run.summary[f"eval/{n}/{m}"] = s["metrics"][m]
-            run.summary[f"eval/{n}/acqa"] = s["acqa"]
-    finally:
-        if own:
-            run.finish()
-
-
-# --------------------------------------------------------------------------------------------
 # CLI
 
 
@@ -485,12 +285,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "if it is one of those)")
     parser.add_argument("--student", default=None,
                         help="student name stored in the report (default: the network's)")
+    parser.add_argument("--seed", nargs="+", type=int, default=None, metavar="N",
+                        help="training seed of the checkpoints, for all or one per checkpoint; "
+                             "`chordkd results` shows mean ± std over seeds")
+    parser.add_argument("--meta", nargs="+", type=meta_item, default=[], metavar="KEY=VALUE",
+                        help="free-form tags stored with every model, e.g. pool=4 size=base "
+                             "variant=nokd (`chordkd results` keeps rows with different tags "
+                             "apart and draws --curve KEY from them)")
     parser.add_argument("--smoothing", type=smoothing_probability, default=None, metavar="P",
                         help="Viterbi self-transition probability (default: argmax)")
     parser.add_argument("--decode", nargs="+", choices=DECODERS, default=None,
                         help="argmax, viterbi (with --smoothing) or crf (the model's own CRF: "
-                             "madmom), for all models or one per model; default: viterbi if "
-                             "--smoothing is given, else argmax")
+                             "madmom), for all models or one per model (`--decode argmax "
+                             "viterbi --smoothing 0.9` gives a row and its +viterbi row); "
+                             "default: viterbi if --smoothing is given, else argmax")
     parser.add_argument("--song", default=None, metavar="ID",
                         help="song for the timeline figure (default: the first)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
@@ -499,11 +307,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="log tables and figures to W&B (offline unless WANDB_MODE is set)")
 
 
+_META_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def meta_item(text: str) -> tuple[str, str]:
+    """argparse type for ``--meta``: ``key=value`` (key: a letter or _, then letters, digits,
+    ``_.-``; value: any non-empty text)."""
+    key, sep, value = text.partition("=")
+    if not sep or not _META_KEY.match(key) or not value:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. pool=4")
+    return key, value
+
+
+def meta_tags(items: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """``--meta`` items as a dict; a key given twice is an error naming it."""
+    tags: dict[str, str] = {}
+    for key, value in items:
+        if key in tags:
+            raise ChordkdError(f"--meta: {key!r} given twice ({tags[key]!r} and {value!r})")
+        if key == "seed":
+            raise ChordkdError("--meta: give the seed as --seed N, not as a tag")
+        tags[key] = value
+    return tags
+
+
 def run(args: argparse.Namespace) -> int:
     from chordkd.teachers import load_teacher
 
     names = args.names or [Path(c).stem.replace(":", "-") for c in args.checkpoints]
-    for flag, values in (("--names", names), ("--roles", args.roles),
+    seeds = args.seed if args.seed and len(args.seed) > 1 else None
+    for flag, values in (("--names", names), ("--roles", args.roles), ("--seed", seeds),
                          ("--decode", args.decode if args.decode and len(args.decode) > 1 else None)):
         if values is not None and len(values) != len(args.checkpoints):
             raise ChordkdError(f"{flag}: {len(values)} given for {len(args.checkpoints)} checkpoints")
@@ -511,8 +344,8 @@ def run(args: argparse.Namespace) -> int:
         raise ChordkdError(f"--names: model names must be distinct, got {names}")
     decode = dict(zip(names, args.decode if args.decode and len(args.decode) > 1
                       else [args.decode[0] if args.decode else None] * len(names)))
-    for method in decode.values():
-        resolve_decoding(method, args.smoothing)  # a bad combination fails before any work
+    decoding_methods(decode, args.smoothing)  # a bad combination fails before any work
+    tags = meta_tags(args.meta)
     songs = read_manifest(args.data, require_labels=True)
     device = resolve_device(args.device)
     models, meta = {}, {}
@@ -525,6 +358,10 @@ def run(args: argparse.Namespace) -> int:
             meta[name]["role"] = args.roles[k]
         if args.student:
             meta[name]["student"] = args.student
+        if args.seed:
+            meta[name]["seed"] = args.seed[k] if seeds else args.seed[0]
+        if tags:
+            meta[name]["tags"] = dict(tags)
     result = evaluate_models(models, songs, args.out, smoothing=args.smoothing,
                              timeline_song=args.song, strict=args.strict, meta=meta,
                              wandb=args.wandb, decoding=decode)

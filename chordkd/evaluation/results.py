@@ -1,192 +1,203 @@
 """``chordkd results``: the paper-style table from the files ``chordkd evaluate`` wrote.
 
-    chordkd results --runs runs/ --out runs/results
+    chordkd results --runs runs/ --out runs/results [--curve pool [--series size]]
     chordkd results --entry teacher btc runs/teacher/eval/overall.json#teacher \\
                     --entry stage1 btc runs/s1/eval/overall.json --out results/
 
 **Convention.** Every ``overall.json`` under ``--runs`` (searched recursively) that has
-``"format": "chordkd-evaluation/1"`` contributes one row per model in it. The row name is the
-model's ``meta.role`` (``chordkd evaluate --roles``; by default the model name when that is
-``teacher``, ``baseline``, ``stage1`` or ``stage2``; otherwise the model name, so rows such as
-``feature-kd`` or ``noisy-student-2`` appear as they are named) and its student is
-``meta.student`` (``--student``; default the network's name). ``--entry ROW STUDENT PATH[#MODEL]``
-names rows explicitly instead (``#MODEL`` picks one model of a multi-model file). Two rows with
-the same name for the same student are an error naming both files.
+``"format": "chordkd-evaluation/1"`` contributes one entry per model in it
+(``chordkd.evaluation.entries``). The row name is the model's ``meta.role`` (``chordkd evaluate
+--roles``; by default the model name when that is ``teacher``, ``baseline``, ``stage1`` or
+``stage2``; otherwise the model name, so rows such as ``feature-kd`` or ``noisy-student-2``
+appear as they are named), with ``+viterbi`` appended for a model decoded with ``--smoothing``
+(``stage2+viterbi``), and its student is ``meta.student`` (``--student``; default the
+network's name). ``--entry ROW STUDENT PATH[#MODEL]`` names rows explicitly instead
+(``#MODEL`` picks one model of a multi-model file). Entries of one row that differ in their
+seed (``chordkd evaluate --seed``) are one row: **mean ± std over seeds** (sample std) and
+their number ``n``; rows whose tags differ (``--meta pool=4 size=base``) stay apart and show
+their tags. The same row and seed twice is an error naming both files.
 
-**Table.** One block per student; rows ``teacher``, ``baseline``, ``stage1``, ``stage2``, then any
-other rows by name; columns the seven mir_eval WCSR metrics, their mean and ACQA, in percent.
-The teacher row is shared by every student (a single teacher entry), or matched by student
-when there are several. Derived rows follow: ``stage1 / teacher`` (stage 1 as % of the
-teacher, per column), and ``stage2 - baseline`` and ``stage2 - teacher`` (differences in
-percentage points). Written as ``results.md``, ``results.csv`` and ``results.json`` under
-``--out`` (atomically), and the Markdown is printed.
+**Table** (``results.{md,csv,json}``). One block per student; rows ``teacher``, ``baseline``,
+``stage1``, ``stage2`` (each followed by its ``+viterbi`` row), then any other rows by name;
+columns the seven mir_eval WCSR metrics and their mean; ACQA exact-class (``acqa``) and
+quality-only as the paper's code counts (``acqa_quality``); mir_eval's ``overseg``,
+``underseg``, ``seg``; agreement with the teacher at majmin and mirex (``agree_majmin``,
+``agree_mirex``, measured from the ``estimates/`` folders of the row and the teacher row,
+even from separate runs, over the songs both estimated). All in percent. The teacher row is
+shared by every student (a single teacher), or matched by student when there are several;
+a tagged row takes the teacher and baseline whose tags agree with its own
+(``entries.reference``). Derived rows follow: ``stage1 / teacher`` (stage 1 as % of the
+teacher, per column), ``stage2 - baseline``, ``stage2 - teacher`` and ``X+viterbi - X``
+(differences of the means in percentage points).
+
+**Paired comparisons** (``paired.{md,csv,json}``, ``chordkd.evaluation.stats``): every row
+against its teacher and its baseline, and each ``+viterbi`` row against its argmax row, song
+by song: the per-song difference of the mean of the seven metrics (and of each metric), each
+row's song score averaged over its seeds first, with the mean difference, its 95% bootstrap
+interval over songs and the songs won and lost.
+
+**Curve** (``--curve KEY``: ``curve.{md,csv,json,png}``, ``chordkd.evaluation.curve``):
+stage 2 minus the teacher and minus the baseline for each value of the tag ``KEY`` and of
+the ``--series`` tag (default ``size``).
+
+Everything is written atomically under ``--out`` and the Markdown is printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from chordkd.atomic import write_json, write_text
 from chordkd.errors import ChordkdError
-from chordkd.evaluation.metrics import METRICS
-from chordkd.evaluation.report import FORMAT, ROLES, csv_text, json_safe, markdown_table
+from chordkd.evaluation.agreement import AGREEMENT, agreement, read_estimates
+from chordkd.evaluation.entries import (
+    Entry,
+    Group,
+    discover,
+    explicit_entry,
+    group_entries,
+    reference,
+    student_blocks,
+)
+from chordkd.evaluation.metrics import METRICS, SEGMENTATION
+from chordkd.evaluation.summary import COLUMNS
+from chordkd.evaluation.tables import csv_text, json_safe, markdown_table
 
 log = logging.getLogger(__name__)
 
-COLUMNS: tuple[str, ...] = (*METRICS, "mean", "acqa")
+__all__ = ["COLUMNS", "build_table", "discover", "explicit_entry", "write_results"]
+
+WCSR_COLUMNS: tuple[str, ...] = (*METRICS, "mean")
+OTHER_COLUMNS: tuple[str, ...] = ("acqa", "acqa_quality", *SEGMENTATION, *AGREEMENT)
+_HEADERS = {"acqa": "ACQA", "acqa_quality": "ACQA (quality)", "agree_majmin": "agree majmin",
+            "agree_mirex": "agree mirex"}
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One evaluated model placed in the table: ``row`` for ``student``, scores in [0, 1]."""
-
-    row: str
-    student: str
-    source: str  # "path#model"
-    values: dict[str, float]
+# --------------------------------------------------------------------------------------------
+# agreement with the teacher, from the estimates folders
 
 
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ChordkdError(f"{path}: not a readable evaluation JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ChordkdError(f"{path}: not written by `chordkd evaluate` (no format {FORMAT!r})")
-    return data
+@functools.lru_cache(maxsize=64)
+def _estimates(folder: str) -> dict:
+    return read_estimates(folder)
 
 
-def _values(summary: dict[str, Any], where: str) -> dict[str, float]:
-    try:
-        values = {m: summary["metrics"][m] for m in METRICS}
-        values["mean"] = summary["mean"]
-        values["acqa"] = summary["acqa"]
-    except (KeyError, TypeError) as exc:
-        raise ChordkdError(f"{where}: missing field {exc}") from None
-    return {k: math.nan if v is None else float(v) for k, v in values.items()}
+def measure_agreement(blocks: dict[str, list[Group]]) -> None:
+    """Replace each entry's agreement columns by its agreement with its teacher row's estimates
+    (the mean over the teacher's seeds), where both estimates folders exist; otherwise the
+    entry keeps what its ``overall.json`` says."""
+    for block in blocks.values():
+        teachers = [g for g in block if g.row == "teacher"]
+        for group in block:
+            teacher = None if group.row == "teacher" else reference(group, teachers)
+            if teacher is not None:
+                group.entries = [_with_agreement(e, teacher) for e in group.entries]
 
 
-def discover(runs: str | os.PathLike) -> list[Entry]:
-    """Entries of every ``chordkd evaluate`` ``overall.json`` under ``runs`` (recursively)."""
-    root = Path(runs)
-    if not root.is_dir():
-        raise ChordkdError(f"{root}: no such runs folder")
-    entries = []
-    for path in sorted(root.rglob("overall.json")):
-        try:
-            data = _load(path)
-        except ChordkdError as exc:
-            log.warning("ignoring %s", exc)
-            continue
-        for name, summary in data.get("models", {}).items():
-            meta = summary.get("meta", {})
-            entries.append(Entry(
-                row=meta.get("role") or name,
-                student=meta.get("student") or "",
-                source=f"{path}#{name}",
-                values=_values(summary, f"{path}: model {name!r}"),
-            ))  # fmt: skip
-    if not entries:
-        raise ChordkdError(f"{root}: no overall.json written by `chordkd evaluate` below it")
-    return entries
+def _with_agreement(entry: Entry, teacher: Group) -> Entry:
+    folders = [t.estimates for t in teacher.entries if t.estimates and t.estimates.is_dir()]
+    if entry.estimates is None or not entry.estimates.is_dir() or not folders:
+        return entry
+    measured = [agreement(_estimates(str(f)), _estimates(str(entry.estimates))) for f in folders]
+    measured = [m for m in measured if m.n_songs]
+    if not measured:
+        log.warning("%s: no song in common with the teacher's estimates", entry.source)
+        return entry
+    values = dict(entry.values)
+    for column in AGREEMENT:
+        found = [m.values[column] for m in measured if not math.isnan(m.values[column])]
+        values[column] = float(np.mean(found)) if found else math.nan
+    return replace(entry, values=values)
 
 
-def explicit_entry(row: str, student: str, spec: str) -> Entry:
-    """An entry from ``PATH`` or ``PATH#MODEL`` (a file holding one model needs no ``#``)."""
-    path_text, _, model = spec.partition("#")
-    path = Path(path_text)
-    data = _load(path)
-    models = data.get("models", {})
-    if not model:
-        if len(models) != 1:
-            raise ChordkdError(f"{path}: holds models {sorted(models)}; name one as {path}#MODEL")
-        model = next(iter(models))
-    if model not in models:
-        raise ChordkdError(f"{path}: no model {model!r} (has {sorted(models)})")
-    return Entry(row, student, f"{path}#{model}", _values(models[model], f"{path}#{model}"))
-
-
-def _row_order(row: str) -> tuple[int, str]:
-    return (ROLES.index(row), "") if row in ROLES else (len(ROLES), row)
+# --------------------------------------------------------------------------------------------
+# the table
 
 
 def build_table(entries: list[Entry]) -> dict[str, list[dict[str, Any]]]:
-    """Student -> rows ``{"row", "kind", "source", "values"}``; kind is ``score`` (%),
+    """Student -> rows ``{"row", "kind", "n", "values", "std", ...}``; kind is ``score`` (%),
     ``ratio`` (% of teacher) or ``difference`` (percentage points)."""
-    teachers = [e for e in entries if e.row == "teacher"]
-    others = [e for e in entries if e.row != "teacher"]
-    students = sorted({e.student for e in others}) or sorted({e.student for e in teachers})
-    table: dict[str, list[dict[str, Any]]] = {}
-    for student in students:
-        rows: dict[str, Entry] = {}
-        for e in others:
-            if e.student != student:
-                continue
-            if e.row in rows:
-                raise ChordkdError(f"two {e.row!r} rows for student {student!r}: "
-                                   f"{rows[e.row].source} and {e.source}")
-            rows[e.row] = e
-        teacher = _teacher_for(student, teachers)
-        if teacher is not None:
-            rows["teacher"] = teacher
-        block = [_score_row(rows[r]) for r in sorted(rows, key=_row_order)]
-        if "teacher" in rows and "stage1" in rows:
-            block.append(_derived("stage1 / teacher", "ratio", rows["stage1"], rows["teacher"],
-                                  lambda a, b: 100 * a / b if b else math.nan))
-        for ref in ("baseline", "teacher"):
-            if "stage2" in rows and ref in rows:
-                block.append(_derived(f"stage2 - {ref}", "difference", rows["stage2"], rows[ref],
-                                      lambda a, b: 100 * (a - b)))
-        table[student or "-"] = block
+    blocks = student_blocks(group_entries(entries))
+    measure_agreement(blocks)
+    return table_of(blocks)
+
+
+def table_of(blocks: dict[str, list[Group]]) -> dict[str, list[dict[str, Any]]]:
+    """The table rows of each block (see :func:`build_table`)."""
+    table = {}
+    for student, block in blocks.items():
+        teachers = [g for g in block if g.row == "teacher"]
+        baselines = [g for g in block if g.row == "baseline"]
+        rows = [_score_row(g) for g in block]
+        for g in block:
+            if g.row == "stage1" and (t := reference(g, teachers)) is not None:
+                rows.append(_derived(g, t, "ratio", lambda a, b: 100 * a / b if b else math.nan))
+        for g in block:
+            if g.row == "stage2":
+                for ref in (reference(g, baselines), reference(g, teachers)):
+                    if ref is not None:
+                        rows.append(_derived(g, ref, "difference", lambda a, b: 100 * (a - b)))
+        for g in block:
+            if g.row != g.role:
+                base = reference(g, [h for h in block if h.row == g.role])
+                if base is not None:
+                    rows.append(_derived(g, base, "difference", lambda a, b: 100 * (a - b)))
+        table[student] = rows
     return table
 
 
-def _teacher_for(student: str, teachers: list[Entry]) -> Entry | None:
-    if len(teachers) <= 1:
-        return teachers[0] if teachers else None
-    matching = [t for t in teachers if t.student == student]
-    if len(matching) != 1:
-        raise ChordkdError(
-            f"{len(teachers)} teacher rows ({', '.join(t.source for t in teachers)}) and "
-            f"{len(matching)} of them for student {student!r}; keep one teacher per student"
-        )
-    return matching[0]
+def _score_row(g: Group) -> dict[str, Any]:
+    mean, std = g.mean(), g.std()
+    return {"row": g.label, "role": g.row, "tags": dict(g.tags), "kind": "score",
+            "n": len(g.entries), "seeds": g.seeds,
+            "source": "; ".join(e.source for e in g.entries),
+            "values": {c: 100 * mean[c] for c in COLUMNS},
+            "std": {c: 100 * std[c] for c in COLUMNS}}
 
 
-def _score_row(e: Entry) -> dict[str, Any]:
-    return {"row": e.row, "kind": "score", "source": e.source,
-            "values": {c: 100 * e.values[c] for c in COLUMNS}}
+def _derived(a: Group, b: Group, kind: str, op) -> dict[str, Any]:
+    am, bm = a.mean(), b.mean()
+    sep = " / " if kind == "ratio" else " - "
+    return {"row": f"{a.label}{sep}{b.label}", "role": a.row, "tags": dict(a.tags), "kind": kind,
+            "n": len(a.entries), "seeds": a.seeds,
+            "source": f"{'; '.join(e.source for e in a.entries)} vs "
+                      f"{'; '.join(e.source for e in b.entries)}",
+            "values": {c: op(am[c], bm[c]) for c in COLUMNS},
+            "std": dict.fromkeys(COLUMNS, math.nan)}
 
 
-def _derived(name: str, kind: str, a: Entry, b: Entry, op) -> dict[str, Any]:
-    return {"row": name, "kind": kind, "source": f"{a.source} vs {b.source}",
-            "values": {c: op(a.values[c], b.values[c]) for c in COLUMNS}}
-
-
-def _fmt(value: float, kind: str) -> str:
+def _fmt(row: dict[str, Any], column: str) -> str:
+    value, std = row["values"][column], row["std"][column]
     if math.isnan(value):
         return "–"
-    return f"{value:+.2f}" if kind == "difference" else f"{value:.2f}"
+    text = f"{value:+.2f}" if row["kind"] == "difference" else f"{value:.2f}"
+    return text if math.isnan(std) else f"{text} ± {std:.2f}"
 
 
 def render_markdown(table: dict[str, list[dict[str, Any]]]) -> str:
     parts = ["# Results\n\n",
-             "mir_eval WCSR (%) pooled over songs, their mean, and ACQA (%). "
-             "`stage1 / teacher`: stage 1 as % of the teacher; `stage2 - X`: difference in "
-             "percentage points.\n"]
+             "Percent, mean ± std over seeds (`n` seeds; no ± for one). mir_eval WCSR pooled "
+             "over songs and their mean; ACQA exact class and quality only (root ignored, as the "
+             "paper's code counts); mir_eval segmentation; agreement with the teacher's "
+             "estimates. `stage1 / teacher`: stage 1 as % of the teacher; `A - B`: difference "
+             "of the means in percentage points.\n"]
     for student, rows in table.items():
         parts.append(f"\n## Student: {student}\n\n")
         parts.append(markdown_table(
-            ["row", *COLUMNS],
-            [[r["row"], *(_fmt(r["values"][c], r["kind"]) for c in COLUMNS)] for r in rows],
-        ))
+            ["row", *WCSR_COLUMNS, "n"],
+            [[r["row"], *(_fmt(r, c) for c in WCSR_COLUMNS), r["n"]] for r in rows]))
+        parts.append("\n" + markdown_table(
+            ["row", *(_HEADERS.get(c, c) for c in OTHER_COLUMNS)],
+            [[r["row"], *(_fmt(r, c) for c in OTHER_COLUMNS)] for r in rows]))
     return "".join(parts)
 
 
@@ -196,14 +207,22 @@ def write_results(table: dict[str, list[dict[str, Any]]], out: str | os.PathLike
     markdown = render_markdown(table)
     write_text(out / "results.md", markdown)
     write_text(out / "results.csv", csv_text(
-        ["student", "row", "kind", *COLUMNS, "source"],
-        [[s, r["row"], r["kind"], *(r["values"][c] for c in COLUMNS), r["source"]]
+        ["student", "row", "role", "tags", "kind", "n", "seeds", *COLUMNS,
+         *(f"{c}_std" for c in COLUMNS), "source"],
+        [[s, r["row"], r["role"], " ".join(f"{k}={v}" for k, v in r["tags"].items()), r["kind"],
+          r["n"], " ".join("" if x is None else str(x) for x in r["seeds"]),
+          *(r["values"][c] for c in COLUMNS), *(r["std"][c] for c in COLUMNS), r["source"]]
          for s, rows in table.items() for r in rows],
     ))
     write_json(out / "results.json", json_safe({"columns": list(COLUMNS), "units": {
-        "score": "percent", "ratio": "percent of teacher", "difference": "percentage points"},
+        "score": "percent (mean over seeds; std: sample std over seeds)",
+        "ratio": "percent of teacher", "difference": "percentage points"},
         "students": table}))
     return markdown
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,13 +231,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--entry", nargs=3, action="append", default=[],
                         metavar=("ROW", "STUDENT", "PATH[#MODEL]"),
                         help="add a row explicitly (repeatable)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for results.*")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for results.*, paired.* and curve.*")
+    parser.add_argument("--curve", metavar="KEY", default=None,
+                        help="also draw stage 2 minus teacher and minus baseline against the tag "
+                             "KEY (e.g. pool, from `chordkd evaluate --meta pool=4`)")
+    parser.add_argument("--series", metavar="KEY", default="size",
+                        help="tag that makes one line per value on the curve (default: size)")
+    parser.add_argument("--resamples", type=int, default=10_000,
+                        help="bootstrap resamples of the songs (default: 10000)")
+    parser.add_argument("--bootstrap-seed", type=int, default=0,
+                        help="seed of the bootstrap's random generator (default: 0)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from chordkd.evaluation.curve import curve_rows, write_curve
+    from chordkd.evaluation.paired import paired_comparisons, write_paired
+
     if not args.runs and not args.entry:
         raise ChordkdError("give --runs DIR or at least one --entry ROW STUDENT PATH")
     entries = discover(args.runs) if args.runs else []
     entries += [explicit_entry(*e) for e in args.entry]
-    print(write_results(build_table(entries), args.out))
+    blocks = student_blocks(group_entries(entries))
+    measure_agreement(blocks)
+    parts = [write_results(table_of(blocks), args.out)]
+    paired = paired_comparisons(blocks, resamples=args.resamples, seed=args.bootstrap_seed)
+    parts.append(write_paired(paired, args.out))
+    if args.curve:
+        rows = curve_rows(blocks, paired, args.curve, args.series)
+        if not rows:
+            raise ChordkdError(f"--curve {args.curve}: no stage2 row is tagged {args.curve}=... "
+                               f"(`chordkd evaluate --meta {args.curve}=VALUE`)")
+        parts.append(write_curve(rows, args.curve, args.series, args.out))
+    print("\n".join(parts))
     return 0
