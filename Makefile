@@ -53,7 +53,7 @@ BASELINE_ARGS = $(MM) $(PATHS) seed=$(strip $(SEED)) data.train=$(DATA)/train
 STAGE1_CKPT = $(call run_dir,stage1,$(STUDENT) $(STAGE1_ARGS))/checkpoints/best.ckpt
 
 .PHONY: help install test test-fast lint synth teacher label stage1 stage2 baseline evaluate \
-        results demo seeds ablations viterbi feature-kd noisy-student bench mutants gpu-check clean
+        results demo seeds ablations viterbi scaling feature-kd noisy-student bench mutants gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -112,12 +112,12 @@ ifeq ($(strip $(TEACHER)),madmom)
 evaluate: stage2 baseline $(RUNS)/eval_madmom/teacher/overall.json
 else
 evaluate: stage2 baseline  ## mir_eval report for teacher, baseline, stage 1 and stage 2 (seed SEED) on the test part
-	$(CHORDKD) evaluate $(TEACHER_SPEC) --names teacher --roles teacher --student btc --seed $(SEED) \
+	$(CHORDKD) evaluate $(TEACHER_SPEC) --names teacher --roles teacher --student btc --seed $(strip $(SEED)) \
 	    --data $(DATA)/test --out $(EVAL)/teacher
 endif
 	$(CHORDKD) evaluate $(BASELINE_CKPT) $(STAGE1_CKPT) $(STAGE2_CKPT) \
 	    --names baseline stage1 stage2 --roles baseline stage1 stage2 --student $(STUDENT) \
-	    --seed $(SEED) --data $(DATA)/test --out $(EVAL)/$(STUDENT)
+	    --seed $(strip $(SEED)) --data $(DATA)/test --out $(EVAL)/$(STUDENT)
 
 results:  ## the results table (mean ± std over seeds, paired per-song bootstrap) from every evaluation of TEACHER
 	$(CHORDKD) results --runs $(EVAL:%/seed$(strip $(SEED))=%) --out $(RESULTS)
@@ -149,13 +149,45 @@ ablations: stage1  ## stage-2 ablations for STUDENT (seed SEED): no KD, rules, T
 	$(CHORDKD) evaluate $$ckpts $(SOFT1_CKPT) \
 	    $(call run_dir,stage2,$(STUDENT) init=$(SOFT1_CKPT) $(STAGE2_ARGS))/checkpoints/best.ckpt \
 	    --names $$names stage1-soft stage2-soft1 --roles $$names stage1-soft stage2-soft1 \
-	    --student $(STUDENT) --seed $(SEED) --data $(DATA)/test --out $(EVAL)/$(STUDENT)-ablations
+	    --student $(STUDENT) --seed $(strip $(SEED)) --data $(DATA)/test --out $(EVAL)/$(STUDENT)-ablations
 
-viterbi: evaluate  ## the effect of Viterbi smoothing (p=0.9) on stage 2 and the teacher (seed SEED)
-	$(CHORDKD) evaluate $(STAGE2_CKPT) $(if $(MM),,$(TEACHER_SPEC)) --smoothing 0.9 \
-	    --names stage2+viterbi $(if $(MM),,teacher+viterbi) --roles stage2+viterbi $(if $(MM),,teacher+viterbi) \
-	    --student $(STUDENT) --seed $(SEED) --data $(DATA)/test --out $(EVAL)/$(STUDENT)-viterbi
+viterbi: evaluate  ## the effect of Viterbi smoothing (p=0.9) on stage 2 and the teacher (seed SEED): rows +viterbi
+	$(CHORDKD) evaluate $(STAGE2_CKPT) $(if $(MM),,$(TEACHER_SPEC)) --decode viterbi $(if $(MM),,viterbi) \
+	    --smoothing 0.9 --names stage2 $(if $(MM),,teacher) --roles stage2 $(if $(MM),,teacher) \
+	    --student $(STUDENT) --seed $(strip $(SEED)) --data $(DATA)/test --out $(EVAL)/$(STUDENT)-viterbi
 	$(MAKE) --no-print-directory results
+
+# Scaling (seed SEED): pools of SCALES x the labelled set's hours (rendered with `synth --parts
+# pool`, the labelled set unchanged), students of SCALE_SIZES; stage 2 minus teacher and minus
+# baseline against the pool size, as a table and a PNG (runs/results_scaling).
+SCALES ?= 1 4 16
+SCALE_SIZES ?= small base
+L_HOURS = $$($(BIN)/python -c "import csv; print(sum(float(r['duration']) for r in csv.DictReader(open('$(DATA)/train/manifest.csv'))) / 3600)")
+SCALE_EVAL = $(RUNS)/eval_scaling/seed$(strip $(SEED))
+scaling: label  ## stage 2 minus teacher / baseline for pools of SCALES x L and student sizes SCALE_SIZES
+	set -e; $(CHORDKD) evaluate $(TEACHER_SPEC) --names teacher --roles teacher --student btc \
+	    --seed $(strip $(SEED)) --data $(DATA)/test --out $(SCALE_EVAL)/teacher; \
+	for size in $(SCALE_SIZES); do \
+	    $(CHORDKD) fit experiments/baseline.yaml student=$(STUDENT) model.size=$$size $(BASELINE_ARGS) $(ARGS); \
+	    $(CHORDKD) evaluate $$($(CHORDKD) fit experiments/baseline.yaml student=$(STUDENT) model.size=$$size \
+	        $(BASELINE_ARGS) $(ARGS) --print-run-dir)/checkpoints/best.ckpt --names baseline --roles baseline \
+	        --student $(STUDENT) --seed $(strip $(SEED)) --meta size=$$size --data $(DATA)/test \
+	        --out $(SCALE_EVAL)/$(STUDENT)-baseline-$$size; done; \
+	for n in $(SCALES); do pool=data/scaling/pool$${n}x; cache=$(CACHE)/scaling/pool$${n}x; \
+	    test -f $$pool/pool/manifest.csv || $(CHORDKD) synth --preset realistic --parts pool \
+	        --pool-hours $$($(BIN)/python -c "print($$n * $(L_HOURS))") --out $$pool; \
+	    $(CHORDKD) label --teacher $(TEACHER_SPEC) --audio $$pool/pool --out $$cache; \
+	    for size in $(SCALE_SIZES); do \
+	        s1="student=$(STUDENT) model.size=$$size $(STAGE1_ARGS) data.train=$$pool/pool data.teacher_cache=$$cache $(ARGS)"; \
+	        $(CHORDKD) fit experiments/stage1.yaml data.teacher=$(TEACHER_SPEC) $$s1; \
+	        init=$$($(CHORDKD) fit experiments/stage1.yaml $$s1 --print-run-dir)/checkpoints/best.ckpt; \
+	        s2="student=$(STUDENT) model.size=$$size init=$$init $(STAGE2_ARGS) $(ARGS)"; \
+	        $(CHORDKD) fit experiments/stage2.yaml data.teacher=$(TEACHER_SPEC) $$s2; \
+	        $(CHORDKD) evaluate $$($(CHORDKD) fit experiments/stage2.yaml $$s2 --print-run-dir)/checkpoints/best.ckpt \
+	            --names stage2 --roles stage2 --student $(STUDENT) --seed $(strip $(SEED)) --meta pool=$$n size=$$size \
+	            --data $(DATA)/test --out $(SCALE_EVAL)/$(STUDENT)-pool$$n-$$size; done; done
+	$(CHORDKD) results --runs $(SCALE_EVAL:%/seed$(strip $(SEED))=%) --curve pool --series size \
+	    --out $(RUNS)/results_scaling
 
 feature-kd: label  ## feature-space KD from the teacher's embeddings, alone and with logit KD, for STUDENT
 	$(CHORDKD) label --embeddings --teacher $(TEACHER_CKPT) --audio $(DATA)/train \

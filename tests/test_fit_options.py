@@ -60,7 +60,7 @@ def test_print_config_prints_the_resolved_yaml_with_parents_and_overrides(capsys
     assert printed["kd"] == {"enabled": True, "alpha": 0.5, "temperature": 3.0, "rule": "paper",
                              "theta": 0.9}
     assert printed["model"]["size"] == "small"  # from demo.yaml, the parent
-    assert printed["data"]["batch_size"] == 16 and printed["data"]["train"] == "data/demo/train"
+    assert printed["data"]["batch_size"] == 16 and printed["data"]["train"] == "data/realistic/train"
 
 
 def test_a_value_out_of_range_is_a_one_line_error_naming_the_key(capsys):

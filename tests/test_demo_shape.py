@@ -1,0 +1,91 @@
+"""The demo has the paper's shape (issue 13): a teacher trained on a labelled set L, an
+unlabelled pool at least ten times L, stage 1 on the pool alone, stage 2 and the baseline on L
+itself (the songs the teacher saw), and every row repeated per seed.
+
+Read from what `make` would run (`make -n`) and from the configs it runs, so a change to the
+Makefile or the experiments that breaks the shape fails here.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from chordkd.synth.presets import PRESETS, part_plan
+from chordkd.training.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+
+
+def make_dry(*args: str) -> list[str]:
+    """The commands `make -n ARGS` prints, one per logical line (continuations joined)."""
+    out = subprocess.run(["make", "-n", "-o", ".venv/bin/chordkd", *args], cwd=REPO,
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    return [line for line in out.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def fit_overrides(commands: list[str], experiment: str) -> list[str]:
+    """The key=value overrides of the first `chordkd fit experiments/EXPERIMENT.yaml` run."""
+    for line in commands:
+        words = shlex.split(line.split("$(")[0]) if "$(" in line.split(experiment)[0] else shlex.split(line)
+        if "fit" in words and f"experiments/{experiment}.yaml" in words and "--print-run-dir" not in words:
+            return [w for w in words if "=" in w and not w.startswith("init=")]
+    raise AssertionError(f"make runs no fit of {experiment}: {commands}")
+
+
+def hours(pieces) -> float:
+    return sum(p.songs * (p.seconds or PRESETS["realistic"].seconds) for p in pieces) / 3600
+
+
+def test_the_realistic_pool_is_at_least_ten_times_the_labelled_set():
+    plan = part_plan(PRESETS["realistic"])
+    assert hours(plan["pool"]) >= 10 * hours(plan["train"])
+
+
+def test_teacher_baseline_and_stage2_train_on_one_labelled_set_and_stage1_on_the_pool():
+    commands = make_dry("demo", "SEED=0")
+    train = {}
+    for experiment in ("teacher", "baseline", "stage1", "stage2"):
+        cfg = load_config(EXPERIMENTS / f"{experiment}.yaml",
+                          fit_overrides(commands, experiment) + ["init=x.ckpt"])
+        train[experiment] = cfg.data.train
+        if experiment != "stage1":
+            assert cfg.data.test == "data/realistic/test"
+    assert train["teacher"] == train["baseline"] == train["stage2"] == "data/realistic/train"
+    assert train["stage1"] == "data/realistic/pool"
+    baseline = load_config(EXPERIMENTS / "baseline.yaml", fit_overrides(commands, "baseline"))
+    teacher = load_config(EXPERIMENTS / "teacher.yaml", fit_overrides(commands, "teacher"))
+    # the baseline is the teacher's recipe (only the name, role and seed differ)
+    for key in ("loss", "optim", "trainer", "model", "data"):
+        assert baseline[key] == teacher[key], key
+    assert baseline.seed != teacher.seed
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_every_row_of_a_seed_is_trained_and_evaluated_with_that_seed(seed):
+    commands = make_dry("demo", f"SEED={seed}")
+    for experiment in ("baseline", "stage1", "stage2"):
+        assert f"seed={seed}" in fit_overrides(commands, experiment)
+    assert f"seed={1000 + seed}" in fit_overrides(commands, "teacher")
+    evaluations = [c for c in commands if " evaluate " in f" {c} "]
+    assert evaluations and all(f"--seed {seed}" in c and f"runs/eval/seed{seed}/" in c
+                               for c in evaluations)
+    labels = [c for c in commands if " label " in f" {c} "]
+    assert labels and all(f"runs/teacher_cache/seed{seed}/" in c for c in labels)
+
+
+def test_make_seeds_repeats_every_student_for_n_seeds_then_tabulates():
+    commands = make_dry("seeds", "N=3", "STUDENTS=btc 2e1d")
+    (loop,) = [c for c in commands if c.startswith("for s in")]
+    assert commands[-1].endswith("results")
+    # make -n also dry-runs the sub-makes: one evaluation per seed and student
+    for seed in range(3):
+        for student in ("btc", "2e1d"):
+            assert any(f"runs/eval/seed{seed}/{student}" in c for c in commands)
+    assert re.search(r"seq 0 \$\(\(3 - 1\)\)", loop) and "for st in btc 2e1d" in loop
+    assert "evaluate SEED=$s STUDENT=$st" in loop
