@@ -26,7 +26,7 @@ TEACHER_DEP = synth
 CACHE = $(RUNS)/teacher_cache_madmom
 EVAL = $(RUNS)/eval_madmom
 MM = vocabulary=majmin data.valid=$(DATA)/valid data.test=$(DATA)/test
-STAGE1_ARGS = $(MM) data.train=$(DATA)/pool data.teacher_cache=$(CACHE)/pool
+STAGE1_ARGS = vocabulary=majmin data.train=$(DATA)/pool data.teacher_cache=$(CACHE)/pool  # no labels
 STAGE2_ARGS = $(MM) data.train=$(DATA)/train data.teacher_cache=$(CACHE)/train
 BASELINE_ARGS = $(MM) data.train=$(DATA)/train
 else
