@@ -110,3 +110,36 @@ def test_plateau_counts_validations_not_epochs_and_stops_at_min_lr(corpus, tmp_p
     assert seen.after == pytest.approx(3e-4, rel=1e-9)  # 2.5e-4 floored at min_lr
     ckpt = torch.load(Path(summary["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["lr_schedulers"][0]["mode"] == "min"  # the checkpoint's mode, not a fixed max
+
+
+def test_paper_stage1_warms_up_from_1e4_to_3e4_over_10_epochs_then_cosines_to_1e6():
+    from chordkd.training.student import warmup_cosine_factor
+
+    cfg = load_config(EXPERIMENTS / "paper" / "stage1.yaml")
+    o, per_epoch = cfg.optim, 7  # any number of steps per epoch
+
+    def lr(step: int) -> float:
+        return o.lr * warmup_cosine_factor(
+            step, total=cfg.trainer.max_epochs * per_epoch, warmup=o.warmup_epochs * per_epoch,
+            unit=per_epoch, start_factor=o.warmup_start_factor, end_factor=o.min_lr / o.lr)
+
+    assert lr(0) == lr(per_epoch - 1) == pytest.approx(1e-4)
+    assert lr(10 * per_epoch) == pytest.approx(3e-4)
+    assert lr(100 * per_epoch) == pytest.approx(1e-6)
+    assert (cfg.model.size, cfg.data.batch_size, cfg.trainer.max_epochs) == ("base", 256, 100)
+    assert cfg.trainer.gradient_clip_val == 1.0 and cfg.checkpoint.patience == 10
+    assert cfg.data.valid_targets == "teacher" and cfg.data.valid is None
+
+
+def test_paper_stage2_multiplies_lr_1e5_by_0_9_per_epoch_without_improvement_down_to_1e6():
+    with pytest.raises(ConfigError, match="'init' must be set"):
+        load_config(EXPERIMENTS / "paper" / "stage2.yaml")
+    cfg = load_config(EXPERIMENTS / "paper" / "stage2.yaml", ["init=stage1.ckpt"])
+    o = cfg.optim
+    assert (o.schedule, o.lr, o.plateau_factor, o.plateau_patience, o.min_lr) == (
+        "plateau", 1e-5, 0.9, 0, 1e-6)
+    assert cfg.trainer.check_val_every_n_epoch == 1  # "per epoch" needs a validation per epoch
+    assert (cfg.trainer.max_epochs, cfg.checkpoint.patience, cfg.trainer.gradient_clip_val) == (
+        50, 10, 1.0)
+    assert (cfg.kd.enabled, cfg.kd.alpha, cfg.kd.temperature, cfg.kd.rule) == (
+        True, 0.3, 3.0, "paper")
