@@ -46,8 +46,9 @@ CACHE = $(RUNS)/teacher_cache/seed$(strip $(SEED))
 EVAL = $(RUNS)/eval/seed$(strip $(SEED))
 MM =
 endif
+# Stage 1 reads no label: it validates on held-out pool songs scored against the teacher.
 RESULTS = $(subst /eval,/results,$(patsubst %/seed$(strip $(SEED)),%,$(EVAL)))
-STAGE1_ARGS = $(MM) $(PATHS) seed=$(strip $(SEED)) data.train=$(DATA)/pool data.teacher_cache=$(CACHE)/pool
+STAGE1_ARGS = $(MM) seed=$(strip $(SEED)) data.train=$(DATA)/pool data.teacher_cache=$(CACHE)/pool
 STAGE2_ARGS = $(MM) $(PATHS) seed=$(strip $(SEED)) data.train=$(DATA)/train data.teacher_cache=$(CACHE)/train
 BASELINE_ARGS = $(MM) $(PATHS) seed=$(strip $(SEED)) data.train=$(DATA)/train
 STAGE1_CKPT = $(call run_dir,stage1,$(STUDENT) $(STAGE1_ARGS))/checkpoints/best.ckpt

@@ -165,7 +165,7 @@ def ddp(manifest: Path, cache: Path, p: dict, accelerator: str, folder: Path) ->
 
     n = torch.cuda.device_count() if accelerator == "gpu" else 2
     args = ["fit", str(ROOT / "experiments" / "stage1.yaml"), f"data.train={manifest}",
-            f"data.teacher_cache={cache}", "data.valid=null", "data.test=null",
+            f"data.teacher_cache={cache}", "data.valid=null", "data.valid_holdout=0", "data.test=null",
             f"data.batch_size={p['batch_size']}", f"data.num_workers={p['num_workers']}",
             f"model.size={p['size']}", f"trainer.accelerator={accelerator}", f"trainer.devices={n}",
             "trainer.strategy=ddp", "trainer.precision=bf16-mixed", f"trainer.max_steps={p['ddp_steps']}",

@@ -63,6 +63,14 @@ def test_print_config_prints_the_resolved_yaml_with_parents_and_overrides(capsys
     assert printed["data"]["batch_size"] == 16 and printed["data"]["train"] == "data/realistic/train"
 
 
+def test_print_config_shows_an_unset_mandatory_init_which_the_run_folder_still_needs(capsys):
+    assert cli_main(["fit", str(EXPERIMENTS / "stage2.yaml"), "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["init"] == "???"
+    # the run folder is a hash of the whole config: without init there is none to print
+    assert cli_main(["fit", str(EXPERIMENTS / "stage2.yaml"), "--print-run-dir"]) == 2
+    assert "'init' must be set" in capsys.readouterr().err
+
+
 def test_a_value_out_of_range_is_a_one_line_error_naming_the_key(capsys):
     assert cli_main(["fit", str(EXPERIMENTS / "baseline.yaml"), "data.batch_size=-3"]) == 2
     assert capsys.readouterr().err == ("chordkd fit: error: config key 'data.batch_size': -3 "

@@ -159,7 +159,8 @@ class SeenBatches:
 def stage1(root: Path, run: Path, *extra: str):
     return load_config(EXPERIMENTS / "stage1.yaml", [
         "data.format=stream", f"data.stream={root / 'stream'}", f"data.train={root / 'audio'}",
-        f"data.valid={root / 'audio'}", "data.test=null", f"data.window={WINDOW}",
+        f"data.valid={root / 'audio'}", "data.valid_targets=labels", "data.valid_holdout=0",
+        "data.test=null", f"data.window={WINDOW}",
         "data.batch_size=2", "data.stats_songs=4", "model.size=small", "logger.kind=csv",
         "checkpoint.patience=0", "trainer.accelerator=cpu", "trainer.max_epochs=1",
         "trainer.check_val_every_n_epoch=1", "trainer.limit_val_batches=1",

@@ -29,6 +29,7 @@ from chordkd.data.datasets import (
     WindowDataset,
     apply_masks,
     confident_fraction,
+    hold_out_with_teacher_references,
 )
 from chordkd.data.manifest import Song, read_manifest
 from chordkd.errors import ChordkdError
@@ -99,7 +100,8 @@ def load_songs(
 
 
 class ChordDataModule(L.LightningDataModule):
-    """Training windows from ``train``; whole songs from ``valid`` and ``test``.
+    """Training windows from ``train``; whole songs from ``valid`` (or held out of ``train``)
+    and ``test``.
 
     Args:
         train, valid, test: corpora (manifest CSV or folder; see ``chordkd.data.manifest``).
@@ -116,6 +118,13 @@ class ChordDataModule(L.LightningDataModule):
             compared with the cache's); None: any one teacher, as long as it is one.
         allow_cache_mismatch: use a teacher cache whose fingerprints do not match (other
             teacher, other audio, other feature settings), with a warning, instead of refusing.
+        valid_targets: what validation songs are scored against: ``"labels"`` (``valid``'s
+            .lab files) or ``"teacher"``: ``valid_holdout`` songs of ``train``, never trained
+            on, whose reference is the cached teacher argmax turned into labelled intervals
+            (stage 1 as the paper trains it: no ground-truth label is read).
+        valid_holdout: how many training songs ``valid_targets="teacher"`` holds out (0: no
+            validation): those whose id hashes lowest (blake2b), so the choice does not depend
+            on the seed, the song order or the corpus's other songs.
     """
 
     def __init__(
@@ -140,8 +149,19 @@ class ChordDataModule(L.LightningDataModule):
         stream_cache: str | None = None,
         teacher: str | None = None,
         allow_cache_mismatch: bool = False,
+        valid_targets: str = "labels",
+        valid_holdout: int = 0,
     ) -> None:
         super().__init__()
+        if valid_targets not in ("labels", "teacher"):
+            raise ChordkdError(f"valid_targets must be 'labels' or 'teacher', got {valid_targets!r}")
+        if valid_holdout and (valid_targets != "teacher" or format != "mmap" or not teacher_cache):
+            raise ChordkdError("valid_holdout: held-out songs are scored against the teacher; "
+                               "it needs valid_targets='teacher', format='mmap' and teacher_cache")
+        if valid_targets == "teacher" and valid:
+            raise ChordkdError("valid_targets='teacher' validates on valid_holdout songs of "
+                               "train, not on the labelled corpus valid")
+        self.valid_targets, self.valid_holdout = valid_targets, valid_holdout
         self.expected_teacher, self.allow_cache_mismatch = teacher, allow_cache_mismatch
         self.train_source, self.valid_source, self.test_source = train, valid, test
         self.targets, self.teacher_cache_path = targets, teacher_cache
@@ -200,6 +220,8 @@ class ChordDataModule(L.LightningDataModule):
         self.val_set = self.test_set = None
         if self.valid_source:
             self.val_set = SongDataset(*self._load("valid", self.valid_source, True))
+        elif self.valid_holdout:
+            self.val_set = SongDataset(*self._prepared["valid"])
         if self.test_source:
             self.test_set = SongDataset(*self._load("test", self.test_source, True))
 
@@ -222,6 +244,12 @@ class ChordDataModule(L.LightningDataModule):
             records = self._join_teacher(records)
         elif self.targets == "teacher":
             raise ChordkdError("data.targets=teacher needs data.teacher_cache (run chordkd label)")
+        if self.valid_holdout:
+            records, held = hold_out_with_teacher_references(
+                records, self.valid_holdout, self.teacher, self.vocab, self.settings,
+                self.train_source)
+            self._prepared["valid"] = (held, audio)
+            self.skipped.setdefault("valid", {})
         self.train_set = WindowDataset(
             records, audio, self.settings, self.window, self.targets, self.teacher,
             self.pitch_shift, self.seed, self.spec_augment, self.min_confidence,
@@ -320,7 +348,7 @@ class ChordDataModule(L.LightningDataModule):
                     # whole windows: only a song shorter than one window has padding in them
                     stats.update(self.cqt(item["audio"])[CONTEXT : CONTEXT + self.window])
             return stats.mean, stats.std
-        records, audio = self._prepared["train"]
+        records, audio = self.train_set.songs, self._prepared["train"][1]  # held-out songs left out
         rng = np.random.default_rng(self.seed)
         pick = rng.permutation(len(records))[: self.stats_songs]
         with torch.inference_mode():

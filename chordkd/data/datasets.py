@@ -9,6 +9,7 @@ features equal the whole-song features of the same frames.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from chordkd.annotations import frames_to_intervals
 from chordkd.data.audio_cache import AudioCache
+from chordkd.errors import ChordkdError
 from chordkd.features import FLOOR, FeatureSettings
 from chordkd.training.losses import IGNORE
 
@@ -125,6 +128,33 @@ def confident_fraction(teacher, song_ids: list[str], min_confidence: float) -> f
         kept += int((top >= math.log(min_confidence)).sum())
         total += top.shape[0]
     return kept / total if total else 1.0
+
+
+def hold_out_with_teacher_references(
+    songs: list[SongRecord], n: int, teacher, vocab, settings: FeatureSettings, source: str = "",
+) -> tuple[list[SongRecord], list[SongRecord]]:
+    """Split ``songs`` into (training songs, ``n`` held-out songs) for validation without labels.
+
+    The held-out songs are those whose id hashes lowest (blake2b), so the choice depends on
+    neither the seed nor the order or number of the other songs. Each comes back as a copy whose
+    reference is the teacher's cached argmax: ``labels`` int16 ``[n_frames]`` and, through
+    ``frames_to_intervals``, ``intervals`` (seconds) and ``label_names``, which the mir_eval
+    validation scores against as it would a .lab file. Nothing labelled is read.
+    """
+    if n >= len(songs):
+        raise ChordkdError(f"{source}: data.valid_holdout={n} would hold out every one of its "
+                           f"{len(songs)} usable songs; hold out fewer")
+    ranked = sorted(songs, key=lambda s: hashlib.blake2b(s.id.encode(), digest_size=8).digest())
+    held_ids = {s.id for s in ranked[:n]}
+    held = []
+    for song in songs:
+        if song.id in held_ids:
+            classes = teacher.read(song.id).best_class()
+            intervals, names = frames_to_intervals(classes, vocab, settings.hop, settings.sr,
+                                                   song.n_samples / settings.sr)
+            held.append(dataclasses.replace(song, labels=classes.astype(np.int16),
+                                            intervals=intervals, label_names=names))
+    return [s for s in songs if s.id not in held_ids], held
 
 
 def _starts(n_frames: int, window: int, stride: int) -> list[int]:

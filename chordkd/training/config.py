@@ -54,6 +54,10 @@ class DataConfig:
     strict: bool = False  # stop on the first bad file instead of skipping it
     stats_songs: int = 64  # songs used for the scalar mean/std normalisation
     noise: NoiseConfig = field(default_factory=NoiseConfig)  # masks, pseudo-label confidence
+    # What validation scores against: labels (data.valid's .lab files) | teacher (the cached
+    # teacher argmax of data.valid_holdout songs held out of data.train: no label is read)
+    valid_targets: str = "labels"
+    valid_holdout: int = 0  # songs of data.train held out for valid_targets=teacher
     format: str = "mmap"  # mmap (local audio cache) | stream (litdata shards; stage 1 only)
     stream: str | None = None  # data.format=stream: folder or URL written by `chordkd stream`
     stream_cache: str | None = None  # local folder for downloaded chunks of a remote stream
@@ -93,12 +97,18 @@ class FeatureKDConfig:
 class OptimConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-5
-    schedule: str = "cosine"  # cosine (with warm-up) | plateau | constant
+    # cosine (linear warm-up, then cosine down to min_lr, stepped per batch) | plateau (lr times
+    # plateau_factor after plateau_patience validations without improvement, floor min_lr) | constant
+    schedule: str = "cosine"
     # AdamW kernel: auto (fused, except foreach under 16-mixed) | fused | foreach | for-loop;
     # the same arithmetic up to float rounding (make bench, section 6)
     implementation: str = "auto"
+    # cosine warm-up, over optimiser steps or whole epochs (one of the two), from
+    # warmup_start_factor * lr up to lr (torch's LinearLR: the first step or epoch at the start)
     warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
+    warmup_epochs: int = 0
+    warmup_start_factor: float = 0.0
+    min_lr: float = 0.0  # the cosine's end and the plateau schedule's floor
     plateau_patience: int = 3
     plateau_factor: float = 0.5
 
@@ -171,8 +181,15 @@ _NOT_HASHED = ("resume", "run_dir", "runs_dir", "logger", "test", "data.num_work
                "data.teacher", "data.allow_cache_mismatch")  # checks, not what is trained
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> DictConfig:
-    """Schema defaults <- YAML chain (``extends``) <- ``key=value`` overrides; validated."""
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+    allow_missing: bool = False,
+) -> DictConfig:
+    """Schema defaults <- YAML chain (``extends``) <- ``key=value`` overrides; validated.
+
+    ``allow_missing``: for printing only (``--print-config``): keys a YAML file marks ``???``
+    and nothing sets stay ``???`` instead of raising, and the values are not checked.
+    """
     schema = OmegaConf.structured(ExperimentConfig)
     try:
         cfg = schema
@@ -189,11 +206,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         missing = sorted(OmegaConf.missing_keys(cfg) | {
             k for k in required if OmegaConf.select(cfg, k, throw_on_missing=False) in (None, "???")
         })
-        if missing:
+        if missing and not allow_missing:
             raise ConfigError(f"config key '{missing[0]}' must be set (add {missing[0]}=...)")
+        for key in missing:  # merged into an optional field, ??? became None: show it again
+            OmegaConf.update(cfg, key, "???")
     except OmegaConfBaseException as e:
         raise ConfigError(_explain(e, path)) from None
-    _check_choices(cfg)
+    if not missing:
+        _check_choices(cfg)
     return cfg
 
 
@@ -226,6 +246,7 @@ _CHOICES = {
     "student": ("btc", "2e1d"),
     "vocabulary": ("large", "majmin"),
     "data.targets": ("labels", "teacher"),
+    "data.valid_targets": ("labels", "teacher"),
     "data.format": ("mmap", "stream"),
     "data.noise.mask_value": ("mean", "floor"),
     "model.size": ("small", "base", "large"),
@@ -250,13 +271,16 @@ _RANGES = {
     "data.num_workers": (0, _INF, (True, False)),
     "data.pitch_shift": (0, 12, (True, True)),  # the transposition tables span -12..12
     "data.stats_songs": (1, _INF, (True, False)),
+    "data.valid_holdout": (0, _INF, (True, False)),
     "loss.gamma": (0, _INF, (True, False)),
     "kd.temperature": (0, _INF, (False, False)),
     "kd.theta": (0, 1, (True, True)),
     "optim.lr": (0, _INF, (False, False)),
     "optim.weight_decay": (0, _INF, (True, False)),
     "optim.warmup_steps": (0, _INF, (True, False)),
-    "optim.min_lr_ratio": (0, 1, (True, True)),
+    "optim.warmup_epochs": (0, _INF, (True, False)),
+    "optim.warmup_start_factor": (0, 1, (True, True)),
+    "optim.min_lr": (0, _INF, (True, False)),
     "optim.plateau_patience": (0, _INF, (True, False)),
     "optim.plateau_factor": (0, 1, (False, False)),
     "trainer.max_epochs": (-1, _INF, (True, False)),
@@ -300,12 +324,14 @@ def _check_choices(cfg: DictConfig) -> None:
                           "so it needs data.targets=teacher")
     if not 0 <= cfg.kd.alpha <= 1:
         raise ConfigError(f"config key 'kd.alpha': {cfg.kd.alpha} is not in [0, 1]")
+    _check_schedule(cfg)
     if cfg.data.format == "stream":
         _check_stream(cfg)
     elif cfg.data.targets == "teacher" and not cfg.data.teacher_cache:
         raise ConfigError("config key 'data.teacher_cache': needed when data.targets=teacher")
     if cfg.kd.enabled and not cfg.data.teacher_cache and cfg.data.format != "stream":
         raise ConfigError("config key 'data.teacher_cache': needed when kd.enabled=true")
+    _check_validation(cfg)
     fkd = cfg.feature_kd
     if fkd.enabled and not fkd.cache:
         raise ConfigError("config key 'feature_kd.cache': needed when feature_kd.enabled=true "
@@ -315,6 +341,36 @@ def _check_choices(cfg: DictConfig) -> None:
     if fkd.enabled and fkd.loss == "cosine" and cfg.data.pitch_shift:
         raise ConfigError("config key 'data.pitch_shift': feature_kd.loss=cosine compares frames "
                           "with embeddings of the unshifted audio; set data.pitch_shift=0")
+
+
+def _check_schedule(cfg: DictConfig) -> None:
+    o = cfg.optim
+    if o.warmup_steps and o.warmup_epochs:
+        raise ConfigError("config keys 'optim.warmup_steps' and 'optim.warmup_epochs': set one "
+                          "of the two (the other to 0)")
+    if o.min_lr >= o.lr:
+        raise ConfigError(f"config key 'optim.min_lr': {o.min_lr} must be below optim.lr ({o.lr})")
+
+
+def _check_validation(cfg: DictConfig) -> None:
+    d = cfg.data
+    if d.valid_targets == "labels":
+        if d.valid_holdout:
+            raise ConfigError("config key 'data.valid_holdout': held-out songs are scored against "
+                              "the teacher; it needs data.valid_targets=teacher")
+        return
+    # valid_targets=teacher: validation songs come out of data.train and its teacher cache
+    # (data.valid_holdout=0: no validation, as data.valid=null is with labels)
+    if d.valid:
+        raise ConfigError("config key 'data.valid': data.valid_targets=teacher validates on "
+                          "data.valid_holdout songs of data.train, not on a labelled corpus; "
+                          "set data.valid=null")
+    if d.valid_holdout and d.format != "mmap":
+        raise ConfigError("config key 'data.valid_holdout': holds out whole songs of the local "
+                          "audio cache; use data.format=mmap with it (or data.valid_holdout=0)")
+    if d.valid_holdout and not d.teacher_cache:
+        raise ConfigError("config key 'data.teacher_cache': needed when "
+                          "data.valid_targets=teacher")
 
 
 def _check_stream(cfg: DictConfig) -> None:
@@ -333,7 +389,11 @@ def _check_stream(cfg: DictConfig) -> None:
 # Sections of features that are off by default: left out of the hash while at their defaults,
 # so adding such a feature to chordkd keeps existing run folders (and their checkpoints) valid.
 _HASHED_IF_CHANGED = ("data.noise", "feature_kd", "data.format", "data.stream",
-                      "optim.implementation")
+                      "optim.implementation", "data.valid_targets", "data.valid_holdout",
+                      "optim.warmup_epochs", "optim.warmup_start_factor", "optim.min_lr")
+# Keys taken out of the schema, hashed at the one value every run had, so run folders made
+# before keep their names (optim.min_lr_ratio: replaced by optim.min_lr, 0 in every run).
+_RETIRED = {"optim": {"min_lr_ratio": 0.0}}
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -347,6 +407,8 @@ def config_hash(cfg: DictConfig) -> str:
             node, default = node.get(p, {}), default.get(p, {})
         if dotted in _NOT_HASHED or node.get(leaf) == default.get(leaf):
             node.pop(leaf, None)
+    for section, keys in _RETIRED.items():
+        c[section].update(keys)
     return hashlib.sha1(json.dumps(c, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -33,7 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from chordkd.training.config import load_config, run_dir
 
-    cfg = load_config(args.config, args.overrides)
+    # the run folder is a hash of the whole config: only printing the config may leave a ??? open
+    cfg = load_config(args.config, args.overrides,
+                      allow_missing=args.print_config and not args.print_run_dir)
     if args.print_run_dir:
         print(run_dir(cfg))
         return 0
@@ -134,6 +136,7 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
         noise=OmegaConf.to_container(d.noise), format=d.format, stream=d.stream,
         stream_cache=d.stream_cache,
         teacher=d.teacher, allow_cache_mismatch=d.allow_cache_mismatch,
+        valid_targets=d.valid_targets, valid_holdout=d.valid_holdout,
     )
     dm.prepare_data()
     dm.setup("fit")
@@ -152,7 +155,8 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
         student=cfg.student, size=cfg.model.size, vocabulary=cfg.vocabulary,
         overrides=OmegaConf.to_container(cfg.model.overrides), mean=mean, std=std,
         loss=OmegaConf.to_container(cfg.loss),
-        optim={**OmegaConf.to_container(cfg.optim), "monitor": cfg.checkpoint.monitor},
+        optim={**OmegaConf.to_container(cfg.optim), "monitor": cfg.checkpoint.monitor,
+               "mode": cfg.checkpoint.mode},
         features=dm.settings.to_dict(),
     )
     if init_state is not None:
@@ -221,7 +225,10 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
                   (("train", dm.train_set), ("valid", dm.val_set), ("test", dm.test_set))
                   if ds is not None and hasattr(ds, "songs")},  # a stream counts windows
         "train_windows": len(dm.train_set),
+        "valid_targets": d.valid_targets,
     }
+    if d.valid_holdout:  # the training songs held out for validation, by id
+        summary["valid_holdout"] = sorted(r.id for r in dm.val_set.songs)
     if cfg.test and d.test and Path(best).is_file():
         results = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
         summary["test"] = {k: float(v) for k, v in (results[0] if results else {}).items()}

@@ -9,6 +9,7 @@ Distillation is not the student's business: callbacks that implement ``LossTerm`
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -64,6 +65,38 @@ def adamw(
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kwargs)
 
 
+def warmup_cosine_factor(
+    step: int, total: int, warmup: int = 0, unit: int = 1, start_factor: float = 0.0,
+    end_factor: float = 0.0,
+) -> float:
+    """The learning rate at optimiser step ``step`` (0-based), as a multiple of ``optim.lr``.
+
+    A linear warm-up over the first ``warmup`` of ``total`` steps, in whole units of ``unit``
+    steps (``unit`` = steps per epoch: the rate changes only at epoch boundaries), from
+    ``start_factor`` at the first unit towards 1 (as torch's ``LinearLR``: unit ``u`` of ``n``
+    gets ``start_factor + (1 - start_factor) * u / n``); then a half cosine from 1 at step
+    ``warmup`` down to ``end_factor`` (``optim.min_lr / optim.lr``) at step ``total``.
+
+    >>> [round(warmup_cosine_factor(s, 8, warmup=4, unit=2, start_factor=0.5), 3) for s in range(8)]
+    [0.5, 0.5, 0.75, 0.75, 1.0, 0.854, 0.5, 0.146]
+    """
+    if step < warmup:
+        units = max(warmup // unit, 1)
+        return start_factor + (1 - start_factor) * (step // unit) / units
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return end_factor + (1 - end_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def steps_per_epoch(trainer: L.Trainer) -> int:
+    """Optimiser steps in one training epoch on this rank (batches over gradient accumulation)."""
+    _ = trainer.estimated_stepping_batches  # sets the training loader up, which counts its batches
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        raise ValueError("optim.warmup_epochs needs a training loader of known length; "
+                         "use optim.warmup_steps")
+    return max(math.ceil(batches / trainer.accumulate_grad_batches), 1)
+
+
 class StudentModule(L.LightningModule):
     """Trains ``build_student(student, size, n_classes)`` on batches from a chordkd data module.
 
@@ -74,7 +107,9 @@ class StudentModule(L.LightningModule):
         loss: ``{"name": "focal" | "ce", "gamma": 2.0}``.
         optim: ``{"lr", "weight_decay", "schedule": "cosine" | "plateau" | "constant",
             "implementation": "auto" | "fused" | "foreach" | "for-loop" (see :func:`adamw`),
-            "warmup_steps", "min_lr_ratio", "plateau_patience", "plateau_factor", "monitor"}``.
+            "warmup_steps" | "warmup_epochs", "warmup_start_factor", "min_lr",
+            "plateau_patience", "plateau_factor", "monitor", "mode"}`` (see
+            :func:`warmup_cosine_factor`; ``monitor`` and ``mode`` are the checkpoint's).
     """
 
     def __init__(
@@ -99,9 +134,9 @@ class StudentModule(L.LightningModule):
         self.loss_cfg = {"name": "focal", "gamma": 2.0, **(loss or {})}
         self.optim_cfg = {
             "lr": 1e-4, "weight_decay": 1e-5, "schedule": "cosine", "implementation": "auto",
-            "warmup_steps": 0,
-            "min_lr_ratio": 0.0, "plateau_patience": 3, "plateau_factor": 0.5,
-            "monitor": "val/mirex", **(optim or {}),
+            "warmup_steps": 0, "warmup_epochs": 0, "warmup_start_factor": 0.0, "min_lr": 0.0,
+            "plateau_patience": 3, "plateau_factor": 0.5,
+            "monitor": "val/mirex", "mode": "max", **(optim or {}),
         }
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -152,22 +187,27 @@ class StudentModule(L.LightningModule):
             return opt
         if cfg["schedule"] == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode="max", factor=cfg["plateau_factor"], patience=cfg["plateau_patience"]
+                opt, mode=cfg["mode"], factor=cfg["plateau_factor"],
+                patience=cfg["plateau_patience"], min_lr=cfg["min_lr"],
             )
+            # stepped after the epochs that validate, so patience counts validations: stepped
+            # every epoch, it would read the last validation's stale score as a plateau
+            every = self.trainer.check_val_every_n_epoch if self._trainer is not None else 1
             return {"optimizer": opt,
-                    "lr_scheduler": {"scheduler": sched, "monitor": cfg["monitor"], "interval": "epoch"}}
+                    "lr_scheduler": {"scheduler": sched, "monitor": cfg["monitor"],
+                                     "interval": "epoch", "frequency": every or 1}}
         if cfg["schedule"] != "cosine":
             raise ValueError(f"unknown schedule {cfg['schedule']!r} (cosine, plateau, constant)")
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = int(cfg["warmup_steps"])
-        floor = float(cfg["min_lr_ratio"])
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
+        warmup, per_epoch = int(cfg["warmup_steps"]), 1
+        if cfg["warmup_epochs"]:
+            per_epoch = steps_per_epoch(self.trainer)
+            warmup = int(cfg["warmup_epochs"]) * per_epoch
+        factor = functools.partial(
+            warmup_cosine_factor, total=total, warmup=warmup, unit=per_epoch,
+            start_factor=float(cfg["warmup_start_factor"]),
+            end_factor=float(cfg["min_lr"]) / float(cfg["lr"]),
+        )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
