@@ -2,8 +2,9 @@
 
 The oracle is madmom itself: its own processors (``CNNChordFeatureProcessor`` +
 ``CRFChordRecognitionProcessor``, ``DeepChromaProcessor`` + its CRF) run on the same 44.1 kHz
-signal, and the synthesizer's chord labels for the class mapping. madmom's CNN runs at a few
-times real time here, so two 12-second songs are rendered once and shared by the module.
+signal, and the synthesizer's chord labels for the class mapping. madmom's own (numpy) CNN
+network is slow here (~0.2-1x real time under load), so two 12-second songs are rendered once
+and madmom's own features computed once, shared by the module; the teacher runs the torch port.
 """
 
 from __future__ import annotations
@@ -64,6 +65,45 @@ def madmom_own(songs):
 @pytest.fixture(scope="module")
 def chordkd_crf(songs, cnn):
     return [transcribe_song(audio, cnn, decoding="crf") for audio, *_ in songs]
+
+
+def test_torch_network_gives_madmoms_cnn_features(songs, madmom_own, cnn):
+    # madmom's own CNNChordFeatureProcessor (numpy network) is the oracle; the teacher's
+    # processor runs the same spectrogram into the torch port of the network
+    from madmom.audio.signal import Signal
+
+    from chordkd.teachers.madmom_torch import TorchChordCNN
+
+    assert cnn.network == "torch"
+    assert sum(isinstance(p, TorchChordCNN) for p in cnn._features.processors) == 1
+    for (audio, *_), (theirs, _) in zip(songs, madmom_own):
+        ours = cnn._features(Signal(resample(audio, 22050, 44100), sample_rate=44100))
+        assert ours.dtype == np.float32 and ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_numpy_network_is_madmoms_own_and_shares_the_cache_identity(cnn):
+    from madmom.ml.nn import NeuralNetwork
+
+    from chordkd.teachers.madmom import MadmomTeacher
+
+    own = MadmomTeacher("cnn", network="numpy")
+    assert own.network == "numpy"
+    assert sum(isinstance(p, NeuralNetwork) for p in own._features.processors) == 1
+    assert own.identity == cnn.identity  # same outputs: existing caches stay valid
+    with pytest.raises(ChordkdError, match="madmom network 'onnx'"):
+        MadmomTeacher("cnn", network="onnx")
+
+
+def test_torch_port_refuses_a_layer_it_does_not_know():
+    from madmom.ml.nn import NeuralNetwork
+    from madmom.ml.nn.layers import FeedForwardLayer
+
+    from chordkd.teachers.madmom_torch import TorchChordCNN
+
+    dense = NeuralNetwork([FeedForwardLayer(np.zeros((4, 2), np.float32), np.zeros(2, np.float32))])
+    with pytest.raises(ChordkdError, match="FeedForwardLayer not ported"):
+        TorchChordCNN(dense)
 
 
 def test_crf_path_equals_madmoms_viterbi_on_its_own_features(madmom_own, cnn):
