@@ -14,7 +14,7 @@ from chordkd.models.loading import load_model
 from chordkd.pretraining.augment import ViewAugment
 from chordkd.pretraining.objectives import info_nce
 from chordkd.pretraining.pretrain import pretrain
-from chordkd.training.config import load_config
+from chordkd.training.config import load_config, run_dir
 from chordkd.training.fit import fit
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -94,3 +94,28 @@ def test_ssl_checkpoint_starts_stage_two_with_its_encoder_and_a_fresh_classifier
             torch.testing.assert_close(after[k], v, rtol=0, atol=1e-6, msg=k)
     assert after[head + "output_projection.weight"].shape[0] == 25
     assert before[head + "output_projection.weight"].shape[0] == 170
+
+
+def test_pretrain_command_takes_fits_arguments_and_names_its_run_folder():
+    import subprocess
+    import sys
+
+    from conftest import SUBPROCESS_TIMEOUT
+
+    done = subprocess.run([sys.executable, "-m", "chordkd", "pretrain",
+                           str(EXPERIMENTS / "ssl_masked.yaml"), "ssl.mask_ratio=0.5",
+                           "--print-run-dir"], capture_output=True, text=True,
+                          timeout=SUBPROCESS_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().startswith("runs/ssl_masked-btc-")
+    # the ssl section is part of the run's identity: another mask ratio, another folder
+    assert done.stdout.strip() != str(run_dir(load_config(EXPERIMENTS / "ssl_masked.yaml")))
+
+
+def test_ssl_settings_are_checked_like_every_other_key():
+    from chordkd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ssl.objective"):
+        load_config(EXPERIMENTS / "ssl.yaml", ["ssl.objective=rotation"])
+    with pytest.raises(ConfigError, match="ssl.mask_ratio"):
+        load_config(EXPERIMENTS / "ssl_masked.yaml", ["ssl.mask_ratio=1.5"])

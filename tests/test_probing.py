@@ -14,6 +14,7 @@ from conftest import SUBPROCESS_TIMEOUT
 
 from chordkd.chords import get_vocabulary
 from chordkd.data.manifest import Song
+from chordkd.errors import ConfigError
 from chordkd.probing.probe import score_task
 from chordkd.probing.probes import song_vector, tempo_scores, train_probe
 from chordkd.probing.tasks import (
@@ -121,3 +122,41 @@ def test_probe_command_scores_chords_and_skips_tasks_the_corpus_lacks(tone_corpu
     for name in ("probe.md", "probe.csv", "probe.png"):
         assert (out / name).stat().st_size > 0
     assert "skipped key:" in (out / "probe.md").read_text()
+
+
+@pytest.mark.parametrize("student", ["btc", "2e1d"])
+def test_a_chosen_layer_is_the_output_of_that_block(student):
+    """The last block's output, layer-normalised as the network does, is the last hidden
+    layer: so ``@k`` reads block ``k`` and nothing else."""
+    import torch
+
+    from chordkd.labelling.embeddings import HiddenLayer, check_layer, network_blocks
+    from chordkd.models import ChordModel, build_student
+
+    torch.manual_seed(0)
+    model = ChordModel(build_student(student, "small", 25), 0.0, 1.0).eval()
+    x = torch.randn(1, 40, 144)
+    blocks = network_blocks(model.net)
+    norm = model.net.self_attn_layers.layer_norm if student == "btc" else model.net.norm
+    with torch.no_grad():
+        last_block = HiddenLayer(model, str(len(blocks)))(x)
+        torch.testing.assert_close(norm(last_block), HiddenLayer(model)(x))
+        assert not torch.allclose(HiddenLayer(model, "1")(x), last_block)
+        assert HiddenLayer(model, "logits")(x).shape == (1, 40, 25)
+    with pytest.raises(ConfigError, match=f"not last, logits or a block 1..{len(blocks)}"):
+        check_layer(str(len(blocks) + 1), model.net, "some.ckpt")
+
+
+def test_metadata_kept_aside_for_unlabelled_parts_is_read_but_not_their_labels(tmp_path):
+    from chordkd.data.manifest import read_manifest
+    from chordkd.probing.tasks import with_aside_metadata
+
+    (tmp_path / "manifest.csv").write_text("id,audio,labels,key,composer\na,a.flac,,,Bach\n"
+                                           "b,b.flac,,,Palestrina\n")
+    (tmp_path / "manifest_aside.csv").write_text(
+        "id,audio,labels,key,composer\na,a.flac,labels_aside/a.lab,D:minor,X\n"
+        "b,b.flac,labels_aside/b.lab,F:major,Y\n")
+    songs = with_aside_metadata(read_manifest(tmp_path), tmp_path)
+    assert [(s.extra["key"], s.extra["composer"], s.labels) for s in songs] == [
+        ("D:minor", "Bach", None), ("F:major", "Palestrina", None)]
+    assert build_task("key", songs, "x").targets == {"a": 14, "b": 5}

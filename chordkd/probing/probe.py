@@ -57,10 +57,10 @@ def probe(encoders: list, data: str | Path, tasks: list[str], out: Path,
     from chordkd.data.manifest import read_manifest
     from chordkd.probing.encoders import embed
     from chordkd.probing.report import write_report
-    from chordkd.probing.tasks import Skipped, build_task
+    from chordkd.probing.tasks import Skipped, build_task, with_aside_metadata
 
     start = time.perf_counter()
-    songs = read_manifest(data)
+    songs = with_aside_metadata(read_manifest(data), data)
     built, skipped = {}, {}
     for name in dict.fromkeys(tasks):
         try:

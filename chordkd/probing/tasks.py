@@ -11,6 +11,9 @@ task               level   target (manifest column)
 ``composer``       song    ``composer`` (score-rendered songs; empty elsewhere)
 =================  ======  =========================================================
 
+Song-level metadata that ``chordkd synth`` keeps aside for unlabelled parts (the ``key`` of
+score excerpts, in ``manifest_aside.csv``) is read from there (:func:`with_aside_metadata`);
+aside chord labels are not (they are for analysis, not ground truth).
 A task takes part only with the songs that have its metadata; a task no song has metadata
 for (or too few songs or classes) is skipped with a one-line reason. The split is fixed:
 songs ranked by the sha1 of their id, the first quarter held out, so a task's test songs
@@ -19,9 +22,11 @@ never reach its probes' training and every encoder is scored on the same songs.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import mir_eval
 import numpy as np
@@ -105,6 +110,23 @@ def build_task(name: str, songs: list[Song], source: str) -> TaskData:
     except Skipped as e:
         raise Skipped(f"{name}: {e}") from None
     return task
+
+
+def with_aside_metadata(songs: list[Song], source: str | Path) -> list[Song]:
+    """``songs`` with the song-level metadata columns (key, tempo, families, composer) of the
+    corpus's ``manifest_aside.csv`` filled in where ``manifest.csv`` leaves them empty."""
+    src = Path(source)
+    aside = (src if src.is_dir() else src.parent) / "manifest_aside.csv"
+    if not aside.is_file():
+        return songs
+    with open(aside, newline="", encoding="utf-8") as f:
+        rows = {r.get("id", ""): r for r in csv.DictReader(f)}
+    out = []
+    for s in songs:
+        row = rows.get(s.id, {})
+        fill = {c: row[c] for c in COLUMN.values() if not s.extra.get(c) and row.get(c)}
+        out.append(replace(s, extra={**s.extra, **fill}) if fill else s)
+    return out
 
 
 _ROOTS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
