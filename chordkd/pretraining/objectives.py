@@ -47,6 +47,9 @@ class SSLModule(L.LightningModule):
 
         self.vocab = get_vocabulary(vocabulary)
         net = build_student(student, size, self.vocab.size, **(overrides or {}))
+        # the classifier is not trained here (stage 2 replaces it): frozen, so that DDP sees
+        # no parameter without a gradient and the optimiser skips it
+        getattr(net, net.classifier).requires_grad_(False)
         self.model = ChordModel(net, mean, std)
         self.ssl = dict(ssl or {})
         self.optim_cfg = {"lr": 1e-4, "weight_decay": 1e-5, "implementation": "auto", **(optim or {})}
@@ -71,7 +74,8 @@ class SSLModule(L.LightningModule):
     def configure_optimizers(self):
         c = self.optim_cfg
         precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
-        return adamw(self.parameters(), c["lr"], c["weight_decay"], c["implementation"], precision)
+        params = [p for p in self.parameters() if p.requires_grad]
+        return adamw(params, c["lr"], c["weight_decay"], c["implementation"], precision)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         hp = self.hparams

@@ -83,8 +83,8 @@ def embed(encoder: Encoder, data: str | Path, out: Path, songs=None,
     """The embeddings of every song of ``data`` by ``encoder``, cached under ``out``
     (a rerun embeds only what is missing)."""
     cache = out / folder_name(encoder)
-    kwargs = {"trainer_kwargs": trainer_kwargs or {"accelerator": "cpu", "logger": False,
-                                                  "enable_progress_bar": False}}
+    kwargs = {"trainer_kwargs": {"devices": 1, "enable_progress_bar": False,
+                                 **(trainer_kwargs or {})}}
     target = songs if songs is not None else data
     if encoder.random is not None:
         path = random_checkpoint(*encoder.random, data, cache.parent / (cache.name + ".ckpt"))
