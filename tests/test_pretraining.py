@@ -96,6 +96,7 @@ def test_ssl_checkpoint_starts_stage_two_with_its_encoder_and_a_fresh_classifier
     assert before[head + "output_projection.weight"].shape[0] == 170
 
 
+@pytest.mark.slow  # a subprocess that imports torch and Lightning: 5-35 s on a loaded machine
 def test_pretrain_command_takes_fits_arguments_and_names_its_run_folder():
     import subprocess
     import sys

@@ -104,6 +104,7 @@ def test_a_task_without_its_metadata_is_skipped_with_a_one_line_reason():
     assert "\n" not in str(e.value) and "key" in str(e.value) and "data/x" in str(e.value)
 
 
+@pytest.mark.slow
 def test_probe_command_scores_chords_and_skips_tasks_the_corpus_lacks(tone_corpus, tmp_path):
     out = tmp_path / "probe"
     done = subprocess.run(
