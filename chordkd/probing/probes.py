@@ -2,8 +2,8 @@
 units, on standardised frozen embeddings.
 
 Recipe (every encoder and task alike): inputs standardised with the training split's mean
-and std; AdamW, lr 1e-3, weight decay 1e-4, 600 steps on batches of up to 1,024 examples
-drawn with a fixed seed; cross-entropy for classes, mean squared error of the standardised
+and std; AdamW (fused), lr 3e-3, weight decay 1e-4, 300 steps on batches of up to 1,024
+examples drawn with a fixed seed; cross-entropy for classes, mean squared error of the standardised
 log2 BPM for tempo. Song-level tasks read the mean and the standard deviation of the song's
 frames (``[2 D]``).
 
@@ -20,11 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from chordkd.training.student import adamw
+
 PROBES = ("linear", "mlp")
 HIDDEN = 256
-STEPS = 600
+STEPS = 300
 BATCH = 1024
-LR = 1e-3
+LR = 3e-3
 WEIGHT_DECAY = 1e-4
 TEMPO_TOLERANCE = 0.04
 
@@ -56,7 +58,7 @@ def train_probe(x: np.ndarray, y: np.ndarray, kind: str, n_classes: int | None,
     d = xt.shape[1]
     net = nn.Linear(d, out) if kind == "linear" else nn.Sequential(
         nn.Linear(d, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, out))
-    opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    opt = adamw(net.parameters(), LR, WEIGHT_DECAY)  # fused: ~3x a per-tensor loop on a CPU
     loss_fn = nn.MSELoss() if regression else nn.CrossEntropyLoss()
     n = xt.shape[0]
     for _ in range(STEPS):
