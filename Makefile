@@ -54,7 +54,7 @@ BASELINE_ARGS = $(MM) $(PATHS) seed=$(strip $(SEED)) data.train=$(DATA)/train
 STAGE1_CKPT = $(call run_dir,stage1,$(STUDENT) $(STAGE1_ARGS))/checkpoints/best.ckpt
 
 .PHONY: help install test test-fast lint synth teacher label stage1 stage2 baseline evaluate \
-        results demo seeds ablations viterbi scaling feature-kd noisy-student bench mutants gpu-check clean
+        results demo seeds ablations viterbi scaling feature-kd noisy-student probe probe-encoders bench mutants gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -204,6 +204,37 @@ noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES, each 
 	$(CHORDKD) noisy-student --config experiments/noisy_student.yaml --student $(STUDENT) \
 	    --rounds $(ROUNDS) --sizes $(SIZES) --teacher $(TEACHER_CKPT) \
 	    --teacher-cache $(RUNS)/teacher_cache/pool $(ARGS)
+
+# Representations (issue 14): on the realistic preset with madmom's CNN as the teacher.
+PROBE_DATA ?= data/realistic
+SSL_ARGS ?=        # overrides for both pre-training runs, e.g. SSL_ARGS="trainer.max_epochs=5"
+SSL_DATA = data.train=$(DATA)/pool data.valid=$(DATA)/valid
+ssl_ckpt = $$($(CHORDKD) pretrain experiments/$(1).yaml student=$(STUDENT) $(SSL_DATA) $(SSL_ARGS) --print-run-dir)/checkpoints/best.ckpt
+STAGE2_SSL_CKPT = $(call run_dir,stage2,$(STUDENT) init=$(call ssl_ckpt,ssl) $(STAGE2_ARGS))/checkpoints/best.ckpt
+STAGE2_SCRATCH_CKPT = $(call run_dir,stage2_scratch,$(STUDENT) $(STAGE2_ARGS))/checkpoints/best.ckpt
+PROBE_ENCODERS = random:$(STUDENT):small madmom:cnn \
+    $(call run_dir,baseline,$(STUDENT) $(BASELINE_ARGS))/checkpoints/best.ckpt $(STAGE1_CKPT) \
+    $(STAGE2_CKPT) $(call ssl_ckpt,ssl) $(call ssl_ckpt,ssl_masked) \
+    --names random teacher baseline stage1 stage2 ssl ssl_masked
+
+probe: install  ## representations: SSL pre-training, frozen probes of 7 encoders, stage 2 from each init (realistic preset)
+	test -f $(PROBE_DATA)/test/manifest.csv || $(CHORDKD) synth --preset realistic --out $(PROBE_DATA)
+	$(MAKE) --no-print-directory probe-encoders DATA=$(PROBE_DATA) TEACHER=madmom
+
+probe-encoders: stage2 baseline  # (make probe) needs DATA=<realistic corpus> TEACHER=madmom
+	$(CHORDKD) pretrain experiments/ssl.yaml student=$(STUDENT) $(SSL_DATA) $(SSL_ARGS)
+	$(CHORDKD) pretrain experiments/ssl_masked.yaml student=$(STUDENT) $(SSL_DATA) $(SSL_ARGS)
+	$(CHORDKD) probe $(PROBE_ENCODERS) --data $(DATA)/test --out $(RUNS)/probe/$(STUDENT)/test \
+	    --cache $(RUNS)/probe/embeddings
+	$(CHORDKD) probe $(PROBE_ENCODERS) --data $(DATA)/test_scores --tasks key tempo instrument composer \
+	    --out $(RUNS)/probe/$(STUDENT)/test_scores --cache $(RUNS)/probe/embeddings
+	$(CHORDKD) fit experiments/stage2.yaml student=$(STUDENT) init=$(call ssl_ckpt,ssl) \
+	    data.teacher=$(TEACHER_SPEC) $(STAGE2_ARGS) $(ARGS)
+	$(CHORDKD) fit experiments/stage2_scratch.yaml student=$(STUDENT) data.teacher=$(TEACHER_SPEC) \
+	    $(STAGE2_ARGS) $(ARGS)
+	$(CHORDKD) evaluate $(STAGE2_SCRATCH_CKPT) $(STAGE2_SSL_CKPT) $(STAGE2_CKPT) \
+	    --names stage2-from-random stage2-from-ssl stage2-from-stage1 --roles stage2-from-random stage2-from-ssl stage2-from-stage1 \
+	    --student $(STUDENT) --seed $(strip $(SEED)) --data $(DATA)/test --out $(EVAL)/$(STUDENT)-init
 
 bench: install  ## benchmarks: CQT, data path (+ peers), labelling, cache, training, levers, vs madmom, scaling, synthesis -> bench/*.{json,md}
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)

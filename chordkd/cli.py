@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "transcribe": ("chordkd.transcribe", "write a .lab (or JAMS) per audio file"),
     "sweep": ("chordkd.training.sweep", "run a W&B sweep file locally and offline"),
     "noisy-student": ("chordkd.training.noisy_student", "iterated noisy-student rounds with growing students"),
+    "pretrain": ("chordkd.pretraining.pretrain", "self-supervised pre-training of an encoder (contrastive, masked)"),
+    "probe": ("chordkd.probing.probe", "frozen encoders -> linear and MLP probes on music tasks"),
 }
 
 

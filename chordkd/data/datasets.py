@@ -250,7 +250,7 @@ class WindowDataset(Dataset):
                 if self.min_confidence > 0:  # values are log-probabilities
                     top = np.asarray(out.values[f0 : f0 + n], dtype=np.float32).max(-1)
                     labels[:n][top < math.log(self.min_confidence)] = IGNORE
-        if self.targets == "labels":
+        if self.targets == "labels" and song.labels is not None:  # unlabelled: all IGNORE
             labels[:n] = song.labels[f0 : f0 + n]
         item["labels"] = torch.from_numpy(labels)
         if self.spec_augment is not None:

@@ -65,28 +65,55 @@ EMBEDDINGS = "embeddings"
 WAVEFORM_INPUT = f"waveform-{SAMPLE_RATE}Hz"
 
 
-class HiddenLayer(nn.Module):
-    """A ``ChordModel`` seen through its last hidden layer: raw log-CQT ``[B, T, 144]`` ->
-    ``[B, T, H]`` (so the windowing of :func:`songs_logits` applies unchanged)."""
+def network_blocks(net: nn.Module) -> nn.ModuleList:
+    """The main stack of a student network, whose outputs ``layer=k`` picks: BTC's
+    self-attention layers, 2E1D's decoder layers."""
+    blocks = getattr(getattr(net, "self_attn_layers", None), "self_attn_layers", None)
+    return blocks if blocks is not None else net.decoder
 
-    def __init__(self, model: ChordModel) -> None:
+
+def check_layer(layer: str, net: nn.Module, where: str) -> str:
+    """``layer`` if ``net`` has it: ``last`` (last hidden layer), ``logits``, or ``k`` (1-based
+    output of block ``k`` of :func:`network_blocks`); else ConfigError naming ``where``."""
+    n = len(network_blocks(net))
+    if layer in ("last", "logits") or (layer.isdigit() and 1 <= int(layer) <= n):
+        return layer
+    raise ConfigError(f"{where}: layer {layer!r} is not last, logits or a block 1..{n}")
+
+
+class HiddenLayer(nn.Module):
+    """A ``ChordModel`` seen through one layer: raw log-CQT ``[B, T, 144]`` -> ``[B, T, H]``
+    (so the windowing of :func:`songs_logits` applies unchanged). ``layer``: see
+    :func:`check_layer` (default ``last``, the last hidden layer)."""
+
+    def __init__(self, model: ChordModel, layer: str = "last") -> None:
         super().__init__()
-        self.model = model
+        self.model, self.layer = model, layer
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(raw)[0]
+        if self.layer in ("last", "logits"):
+            return self.model.forward_features(raw)[self.layer == "logits"]
+        seen: list[torch.Tensor] = []
+        block = network_blocks(self.model.net)[int(self.layer) - 1]
+        handle = block.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        try:
+            self.model.forward_features(raw)
+        finally:
+            handle.remove()
+        return seen[0]
 
 
 class TeacherHidden(nn.Module):
     """Waveforms -> a chordkd model's last hidden layer ``[T, H]`` per song, on chordkd's frames."""
 
-    def __init__(self, model: ChordModel, features: FeatureSettings) -> None:
+    def __init__(self, model: ChordModel, features: FeatureSettings, layer: str = "last") -> None:
         super().__init__()
         self.cqt = LogCQT(features)
-        self.hidden = HiddenLayer(model.eval())
+        self.hidden = HiddenLayer(model.eval(), layer)
         self.hop_seconds = features.frame_seconds
         self.offset_seconds = 0.0
-        self.description = f"teacher last hidden layer ({type(model.net).__name__})"
+        what = "last hidden layer" if layer == "last" else f"layer {layer}"
+        self.description = f"teacher {what} ({type(model.net).__name__})"
 
     def embed(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
         """``[n_samples]`` float32 per song -> ``[T, H]`` float32 per song."""
@@ -202,11 +229,13 @@ def embed_corpus(
     batch_size: int = 1,
     num_workers: int = 1,
     trainer_kwargs: dict | None = None,
+    layer: str = "last",
 ) -> LabelReport:
     """Cache the embeddings of ``songs`` (a list, a manifest or a folder) into ``out``.
 
-    Exactly one source: ``teacher`` (a chordkd checkpoint or an official BTC file; its last
-    hidden layer) or ``module`` (``"package.module:factory"``, see the module docstring).
+    Exactly one source: ``teacher`` (a chordkd checkpoint or an official BTC file; its
+    ``layer``, see :func:`check_layer`) or ``module`` (``"package.module:factory"``, see the
+    module docstring).
     Returns the report (also written to ``out/label_report.json``, ``kind`` "embeddings").
     ``trainer_kwargs`` go to ``lightning.Trainer``; ``batch_size`` counts songs.
     """
@@ -221,8 +250,12 @@ def embed_corpus(
         from chordkd.models.loading import load_model
 
         loaded = load_model(teacher)
-        source: TeacherHidden | WaveformEmbedding = TeacherHidden(loaded.model, loaded.features)
+        layer = check_layer(str(layer), loaded.model.net, str(teacher))
+        source: TeacherHidden | WaveformEmbedding = TeacherHidden(loaded.model, loaded.features,
+                                                                  layer)
         identity, features, sr = file_sha1(teacher), loaded.features.fingerprint(), loaded.features.sr
+        if layer != "last":  # another layer of the same file is another source
+            identity = f"{identity}@{layer}"
     else:
         source = WaveformEmbedding(load_embedding_module(module), module)
         identity, features, sr = module_identity(module, source.module), WAVEFORM_INPUT, SAMPLE_RATE

@@ -270,6 +270,7 @@ class BTC(nn.Module):
     """
 
     name = "btc"
+    classifier = "output_layer"  # the submodule a self-supervised checkpoint leaves untrained
 
     def __init__(
         self,

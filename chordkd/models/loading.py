@@ -29,13 +29,16 @@ class LoadedModel:
     features: FeatureSettings
     source: str  # "chordkd" or "official"
     path: Path
+    # a self-supervised checkpoint (``chordkd pretrain``): its classifier was never trained
+    encoder_only: bool = False
 
 
 def load_model(path: str | os.PathLike, expected_vocabulary: str | None = None) -> LoadedModel:
     """Load ``path`` (chordkd checkpoint or BTC release file) as an eval-mode ``ChordModel``.
 
     Raises CheckpointError naming the file for unreadable or truncated files, unknown layouts,
-    and a vocabulary other than ``expected_vocabulary``.
+    and a vocabulary other than ``expected_vocabulary`` (not checked for an encoder-only
+    checkpoint, whose classifier is replaced by whoever uses it).
     """
     path = Path(path)
     ckpt = read_checkpoint(path)
@@ -54,7 +57,8 @@ def load_model(path: str | os.PathLike, expected_vocabulary: str | None = None) 
         raise CheckpointError(
             f"{path}: neither a chordkd checkpoint nor a BTC release file (top level: {keys})"
         )
-    if expected_vocabulary is not None and loaded.vocabulary != expected_vocabulary:
+    if (expected_vocabulary is not None and loaded.vocabulary != expected_vocabulary
+            and not loaded.encoder_only):
         from chordkd.chords import get_vocabulary
 
         need = get_vocabulary(expected_vocabulary).size
@@ -77,4 +81,5 @@ def _from_chordkd(ckpt: dict, path: Path) -> LoadedModel:
         raise CheckpointError(
             f"{path}: inconsistent chordkd checkpoint ({str(e).splitlines()[0]})"
         ) from None
-    return LoadedModel(model.eval(), meta["vocabulary"], features, "chordkd", path)
+    return LoadedModel(model.eval(), meta["vocabulary"], features, "chordkd", path,
+                       encoder_only=bool(meta.get("encoder_only", False)))

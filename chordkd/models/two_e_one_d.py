@@ -122,6 +122,7 @@ class TwoEncoderOneDecoder(nn.Module):
     """
 
     name = "2e1d"
+    classifier = "head"  # the submodule a self-supervised checkpoint leaves untrained
 
     def __init__(
         self,

@@ -161,7 +161,12 @@ class MadmomTeacher(Teacher):
 
     def frame_scores(self, waveform: torch.Tensor) -> np.ndarray:
         """madmom's per-frame class scores ``features @ W + c``: float32 ``[T', 25]`` at 10 fps
-        in madmom's class order, for ``[n_samples]`` at 22,050 Hz.
+        in madmom's class order, for ``[n_samples]`` at 22,050 Hz."""
+        return (self.frame_features(waveform) @ self.W + self.c).astype(np.float32)
+
+    def frame_features(self, waveform: torch.Tensor) -> np.ndarray:
+        """The features the CRF reads (CNN features ``[T', 128]`` or deep chroma ``[T', 12]``,
+        float32, 10 fps) for ``[n_samples]`` at 22,050 Hz.
 
         madmom's features of the last few songs are kept (by the sha1 of the samples), so
         scoring a song with the frame scores and then with the CRF runs madmom once."""
@@ -176,7 +181,7 @@ class MadmomTeacher(Teacher):
         _RECENT[key] = feats  # most recent last
         while len(_RECENT) > _KEEP:
             _RECENT.pop(next(iter(_RECENT)))
-        return (feats @ self.W + self.c).astype(np.float32)
+        return feats
 
     @torch.no_grad()
     def logits(self, waveform: torch.Tensor) -> torch.Tensor:

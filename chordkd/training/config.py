@@ -152,6 +152,27 @@ class LoggerConfig:
 
 
 @dataclass
+class SSLConfig:
+    """Self-supervised pre-training (``chordkd pretrain``; ignored by ``chordkd fit``).
+
+    Views are drawn from one stretch of log-CQT; every augmentation leaves the chord as it is
+    (no pitch shift): gain and EQ are additive in log magnitude, noise is added in magnitude.
+    """
+
+    objective: str = "contrastive"  # contrastive (InfoNCE between two views) | masked (CQT frames)
+    temperature: float = 0.1  # InfoNCE temperature
+    projection: int = 128  # width of the contrastive projection head's output
+    segment: int = 9  # frames pooled into one contrastive embedding (~0.84 s)
+    max_shift: int = 4  # max time shift between the two views, frames
+    gain_db: float = 6.0  # max gain change per view, dB (uniform in +-gain_db)
+    eq_db: float = 6.0  # max tilt/bump of the random EQ per view, dB
+    noise_db: float = -30.0  # max noise floor per view, dB relative to the window's peak
+    time_masks: int = 2  # time masks per view (masked objective: spans to predict)
+    time_mask_width: int = 6  # max mask width, frames
+    mask_ratio: float = 0.3  # masked objective: fraction of frames hidden and predicted
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     role: str = "student"  # teacher | baseline | stage1 | stage2 | ... (for reports)
@@ -172,6 +193,7 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
 
 
 # Keys that do not change what is trained, left out of the run folder's hash.
@@ -260,6 +282,7 @@ _CHOICES = {
     "checkpoint.mode": ("max", "min"),
     "logger.kind": ("wandb", "csv", "tensorboard", "none"),
     "logger.mode": ("offline", "online", "disabled"),
+    "ssl.objective": ("contrastive", "masked"),
 }
 
 
@@ -289,6 +312,15 @@ _RANGES = {
     "trainer.check_val_every_n_epoch": (1, _INF, (True, False)),
     "trainer.log_every_n_steps": (1, _INF, (True, False)),
     "checkpoint.patience": (0, _INF, (True, False)),
+    "ssl.temperature": (0, _INF, (False, False)),
+    "ssl.projection": (1, _INF, (True, False)),
+    "ssl.segment": (1, _INF, (True, False)),
+    "ssl.max_shift": (0, _INF, (True, False)),
+    "ssl.gain_db": (0, _INF, (True, False)),
+    "ssl.eq_db": (0, _INF, (True, False)),
+    "ssl.time_masks": (0, _INF, (True, False)),
+    "ssl.time_mask_width": (0, _INF, (True, False)),
+    "ssl.mask_ratio": (0, 1, (False, False)),
 }
 _OPTIONAL = ("logger.mode",)  # None means "not set here" (see LoggerConfig.mode)
 
@@ -390,7 +422,7 @@ def _check_stream(cfg: DictConfig) -> None:
 # so adding such a feature to chordkd keeps existing run folders (and their checkpoints) valid.
 _HASHED_IF_CHANGED = ("data.noise", "feature_kd", "data.format", "data.stream",
                       "optim.implementation", "data.valid_targets", "data.valid_holdout",
-                      "optim.warmup_epochs", "optim.warmup_start_factor", "optim.min_lr")
+                      "optim.warmup_epochs", "optim.warmup_start_factor", "optim.min_lr", "ssl")
 # Keys taken out of the schema, hashed at the one value every run had, so run folders made
 # before keep their names (optim.min_lr_ratio: replaced by optim.min_lr, 0 in every run).
 _RETIRED = {"optim": {"min_lr_ratio": 0.0}}

@@ -109,7 +109,6 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
 
     from chordkd.atomic import write_json, write_text
     from chordkd.data.datamodule import ChordDataModule
-    from chordkd.training.checkpoint_io import AtomicCheckpointIO
     from chordkd.training.config import config_hash, run_dir
     from chordkd.training.distillation import SelectiveKD
     from chordkd.training.seeding import EpochSeed
@@ -141,12 +140,12 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
     dm.prepare_data()
     dm.setup("fit")
 
-    init_state = None
+    init_state, encoder_only = None, False
     if cfg.init:
         from chordkd.models.loading import load_model
 
         loaded = load_model(cfg.init, expected_vocabulary=cfg.vocabulary)
-        init_state = loaded.model.state_dict()
+        init_state, encoder_only = loaded.model.state_dict(), loaded.encoder_only
         mean, std = float(loaded.model.mean), float(loaded.model.std)
     else:
         mean, std = dm.feature_stats()
@@ -160,13 +159,8 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
         features=dm.settings.to_dict(),
     )
     if init_state is not None:
-        try:
-            module.model.load_state_dict(init_state)
-        except RuntimeError as e:
-            raise ConfigError(
-                f"init checkpoint {cfg.init} does not fit student={cfg.student} "
-                f"size={cfg.model.size}: {str(e).splitlines()[0]}"
-            ) from None
+        load_init(module.model, init_state, encoder_only, f"init checkpoint {cfg.init}",
+                  f"student={cfg.student} size={cfg.model.size}")
 
     ckpt_dir = folder / "checkpoints"
     monitor, mode = cfg.checkpoint.monitor, cfg.checkpoint.mode
@@ -195,20 +189,7 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
         callbacks.append(FeatureKD(f.cache, f.loss, f.weight, f.layer))
     callbacks += extra
 
-    t = cfg.trainer
-    logger = _logger(cfg, folder)
-    trainer = L.Trainer(
-        default_root_dir=folder,
-        max_epochs=t.max_epochs, max_steps=t.max_steps, max_time=t.max_time,
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-        precision=t.precision, deterministic=t.deterministic,
-        gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=t.accumulate_grad_batches,
-        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
-        check_val_every_n_epoch=t.check_val_every_n_epoch, log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.enable_progress_bar, callbacks=callbacks,
-        logger=logger, plugins=[AtomicCheckpointIO()],
-        reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
-    )
+    trainer = build_trainer(cfg, folder, callbacks)
     ckpt_path = _resume_path(cfg, ckpt_dir)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
 
@@ -239,6 +220,44 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
 
         wandb.finish()  # else the next fit in this process (a sweep) would log into this run
     return summary
+
+
+def build_trainer(cfg: DictConfig, folder: Path, callbacks: list):
+    """The Lightning trainer of an experiment: ``cfg.trainer``, its logger (W&B run id kept
+    in ``folder``) and atomic checkpoint writes; shared by ``fit`` and ``pretrain``."""
+    import lightning as L
+
+    from chordkd.training.checkpoint_io import AtomicCheckpointIO
+
+    t = cfg.trainer
+    return L.Trainer(
+        default_root_dir=folder,
+        max_epochs=t.max_epochs, max_steps=t.max_steps, max_time=t.max_time,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, deterministic=t.deterministic,
+        gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=t.accumulate_grad_batches,
+        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
+        check_val_every_n_epoch=t.check_val_every_n_epoch, log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar, callbacks=callbacks,
+        logger=_logger(cfg, folder), plugins=[AtomicCheckpointIO()],
+        reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
+    )
+
+
+def load_init(model, state: dict, encoder_only: bool, what: str, fits: str) -> None:
+    """Load ``state`` into ``model`` (a ``ChordModel``). ``encoder_only`` (a self-supervised
+    checkpoint): everything but the classifier, which stays freshly initialised, so the
+    vocabulary may differ from the pre-training run's."""
+    if encoder_only:
+        head = f"net.{model.net.classifier}."
+        state = {k: v for k, v in state.items() if not k.startswith(head)}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=not encoder_only)
+        if encoder_only and (unexpected or any(not k.startswith(head) for k in missing)):
+            raise RuntimeError(f"missing {[k for k in missing if not k.startswith(head)][:3]}, "
+                               f"unexpected {unexpected[:3]}")
+    except RuntimeError as e:
+        raise ConfigError(f"{what} does not fit {fits}: {str(e).splitlines()[0]}") from None
 
 
 def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
