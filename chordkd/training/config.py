@@ -57,6 +57,10 @@ class DataConfig:
     format: str = "mmap"  # mmap (local audio cache) | stream (litdata shards; stage 1 only)
     stream: str | None = None  # data.format=stream: folder or URL written by `chordkd stream`
     stream_cache: str | None = None  # local folder for downloaded chunks of a remote stream
+    # noisy student: a labelled corpus trained on with data.train's pseudo-labels, every batch
+    # holding labelled_ratio of ground-truth windows from it (chordkd.data.mixing)
+    labelled: str | None = None
+    labelled_ratio: float = 0.25  # share of each batch from data.labelled, in (0, 1)
 
 
 @dataclass
@@ -250,6 +254,7 @@ _RANGES = {
     "data.num_workers": (0, _INF, (True, False)),
     "data.pitch_shift": (0, 12, (True, True)),  # the transposition tables span -12..12
     "data.stats_songs": (1, _INF, (True, False)),
+    "data.labelled_ratio": (0, 1, (False, False)),
     "loss.gamma": (0, _INF, (True, False)),
     "kd.temperature": (0, _INF, (False, False)),
     "kd.theta": (0, 1, (True, True)),
@@ -300,6 +305,8 @@ def _check_choices(cfg: DictConfig) -> None:
                           "so it needs data.targets=teacher")
     if not 0 <= cfg.kd.alpha <= 1:
         raise ConfigError(f"config key 'kd.alpha': {cfg.kd.alpha} is not in [0, 1]")
+    if cfg.data.labelled:
+        _check_labelled(cfg)
     if cfg.data.format == "stream":
         _check_stream(cfg)
     elif cfg.data.targets == "teacher" and not cfg.data.teacher_cache:
@@ -315,6 +322,21 @@ def _check_choices(cfg: DictConfig) -> None:
     if fkd.enabled and fkd.loss == "cosine" and cfg.data.pitch_shift:
         raise ConfigError("config key 'data.pitch_shift': feature_kd.loss=cosine compares frames "
                           "with embeddings of the unshifted audio; set data.pitch_shift=0")
+
+
+def _check_labelled(cfg: DictConfig) -> None:
+    # mixed batches: ground truth for the labelled windows, hard pseudo-labels for the pool's
+    from chordkd.data.mixing import labelled_per_batch
+
+    d = cfg.data
+    if d.targets != "teacher" or d.format != "mmap":
+        raise ConfigError("config key 'data.labelled': mixes ground truth into batches of "
+                          "pseudo-labelled data.train, so it needs data.targets=teacher and "
+                          "data.format=mmap")
+    if cfg.kd.enabled or cfg.feature_kd.enabled:
+        raise ConfigError("config key 'data.labelled': labelled windows carry no teacher "
+                          "outputs; mixing trains on hard targets (kd and feature_kd off)")
+    labelled_per_batch(d.labelled_ratio, d.batch_size)
 
 
 def _check_stream(cfg: DictConfig) -> None:
@@ -333,7 +355,7 @@ def _check_stream(cfg: DictConfig) -> None:
 # Sections of features that are off by default: left out of the hash while at their defaults,
 # so adding such a feature to chordkd keeps existing run folders (and their checkpoints) valid.
 _HASHED_IF_CHANGED = ("data.noise", "feature_kd", "data.format", "data.stream",
-                      "optim.implementation")
+                      "optim.implementation", "data.labelled", "data.labelled_ratio")
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -134,6 +134,7 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
         noise=OmegaConf.to_container(d.noise), format=d.format, stream=d.stream,
         stream_cache=d.stream_cache,
         teacher=d.teacher, allow_cache_mismatch=d.allow_cache_mismatch,
+        labelled=d.labelled, labelled_ratio=d.labelled_ratio,
     )
     dm.prepare_data()
     dm.setup("fit")
@@ -218,9 +219,10 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
         "skipped": dm.skipped,
         # songs each split used: with "skipped", every song of every corpus is accounted for
         "songs": {split: len(ds.songs) for split, ds in
-                  (("train", dm.train_set), ("valid", dm.val_set), ("test", dm.test_set))
+                  (("train", getattr(dm, "pool_set", dm.train_set)),
+                   ("labelled", dm.labelled_set), ("valid", dm.val_set), ("test", dm.test_set))
                   if ds is not None and hasattr(ds, "songs")},  # a stream counts windows
-        "train_windows": len(dm.train_set),
+        "train_windows": getattr(dm.train_set, "n_windows", len(dm.train_set)),
     }
     if cfg.test and d.test and Path(best).is_file():
         results = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
