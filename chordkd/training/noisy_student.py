@@ -358,9 +358,9 @@ def _size_of(net) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="the round recipe (experiments/noisy_student.yaml)")
     p.add_argument("--rounds", type=int, default=3, help="student rounds after the teacher (default 3)")
-    p.add_argument("--sizes", default="small,base,large",
-                   help="student size per round, comma-separated, or one size for all "
-                        "(default small,base,large)")
+    p.add_argument("--sizes", default="small",
+                   help="student size per round, comma-separated, or one size for all, none "
+                        "smaller than the round before (default small: the demo teacher's)")
     p.add_argument("--student", default="btc", choices=("btc", "2e1d"), help="student network")
     p.add_argument("--teacher", default=None,
                    help="round-0 checkpoint (default: the demo teacher's best.ckpt)")
