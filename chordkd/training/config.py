@@ -110,6 +110,7 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = 100
+    min_epochs: int | None = None  # early stopping cannot end a run before this many epochs
     max_steps: int = -1
     max_time: str | None = None  # "DD:HH:MM:SS"
     accelerator: str = "auto"  # cpu | gpu | auto
@@ -265,6 +266,7 @@ _RANGES = {
     "optim.plateau_patience": (0, _INF, (True, False)),
     "optim.plateau_factor": (0, 1, (False, False)),
     "trainer.max_epochs": (-1, _INF, (True, False)),
+    "trainer.min_epochs": (0, _INF, (True, False)),
     "trainer.num_nodes": (1, _INF, (True, False)),
     "trainer.accumulate_grad_batches": (1, _INF, (True, False)),
     "trainer.check_val_every_n_epoch": (1, _INF, (True, False)),
@@ -355,7 +357,8 @@ def _check_stream(cfg: DictConfig) -> None:
 # Sections of features that are off by default: left out of the hash while at their defaults,
 # so adding such a feature to chordkd keeps existing run folders (and their checkpoints) valid.
 _HASHED_IF_CHANGED = ("data.noise", "feature_kd", "data.format", "data.stream",
-                      "optim.implementation", "data.labelled", "data.labelled_ratio")
+                      "optim.implementation", "data.labelled", "data.labelled_ratio",
+                      "trainer.min_epochs")
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -196,7 +196,8 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
     logger = _logger(cfg, folder)
     trainer = L.Trainer(
         default_root_dir=folder,
-        max_epochs=t.max_epochs, max_steps=t.max_steps, max_time=t.max_time,
+        max_epochs=t.max_epochs, min_epochs=t.min_epochs, max_steps=t.max_steps,
+        max_time=t.max_time,
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, deterministic=t.deterministic,
         gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=t.accumulate_grad_batches,
