@@ -14,7 +14,7 @@ ARGS ?=            # overrides for the student runs, e.g. ARGS="trainer.max_epoc
 TEACHER_ARGS ?=    # overrides for the teacher run
 ROUNDS ?= 3
 TEACHER ?= btc     # btc: train chordkd's BTC teacher on the labelled set; madmom: madmom's CNN
-SIZES ?= small,base,large
+SIZES ?= small      # noisy student: one size per round, or one for all (no smaller than the teacher)
 STUDENTS ?= btc 2e1d
 export WANDB_MODE ?= offline
 
@@ -200,10 +200,11 @@ feature-kd: label  ## feature-space KD from the teacher's embeddings, alone and 
 	    --names feature_kd feature_logit_kd --roles feature_kd feature_logit_kd --student $(STUDENT) \
 	    --data $(DATA)/test --out $(RUNS)/eval/$(STUDENT)-feature-kd
 
-noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES, each relabelling the pool
+noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES on DATA's train (ground truth) + pool (pseudo-labels)
 	$(CHORDKD) noisy-student --config experiments/noisy_student.yaml --student $(STUDENT) \
 	    --rounds $(ROUNDS) --sizes $(SIZES) --teacher $(TEACHER_CKPT) \
-	    --teacher-cache $(RUNS)/teacher_cache/pool $(ARGS)
+	    --teacher-cache $(CACHE)/pool data.train=$(DATA)/pool \
+	    data.labelled=$(DATA)/train data.valid=$(DATA)/valid data.test=$(DATA)/test $(ARGS)
 
 # Representations (issue 14): on the realistic preset with madmom's CNN as the teacher.
 PROBE_DATA ?= data/realistic

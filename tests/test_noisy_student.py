@@ -21,6 +21,7 @@ from chordkd.training.config import load_config
 from chordkd.training.losses import IGNORE
 from chordkd.training.noisy_student import (
     _Provenance,
+    check_growth,
     labels_digest,
     noisy_student,
     parse_sizes,
@@ -238,28 +239,88 @@ def test_a_finished_round_is_stale_once_its_pseudo_labels_change(tmp_path, tone_
     assert _Provenance(tmp_path / "trained_on.json").stale(folder, labels_digest(cache))
 
 
-def _run_rounds(corpus: Path, runs: Path, teacher: Path) -> dict:
+ROUND_OVERRIDES = [
+    "data.batch_size=4", "trainer.check_val_every_n_epoch=1", "logger.kind=none", "test=false",
+    "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
+]
+
+
+def _run_rounds(corpus: Path, runs: Path, teacher: Path, min_confidence: float, rounds: int = 2,
+                *extra: str) -> dict:
+    # the tone corpus is both the labelled songs and the pool: each batch of 4 holds 1 window
+    # with its .lab targets and 3 with the previous round's pseudo-labels
     return noisy_student(
-        EXPERIMENTS / "noisy_student.yaml", 2, "small,small", teacher=teacher,
+        EXPERIMENTS / "noisy_student.yaml", rounds, "small", teacher=teacher,
         teacher_cache=runs / "teacher_cache",
         overrides=[
-            f"data.train={corpus}", f"data.valid={corpus}", f"data.test={corpus}",
-            "data.batch_size=4", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
-            "checkpoint.patience=0", "logger.kind=none", f"runs_dir={runs}", "test=false",
-            "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
-            # the random fixture teacher's top probabilities are 0.024-0.045 (median ~0.032)
-            "data.noise.min_confidence=0.032",
+            f"data.train={corpus}", f"data.labelled={corpus}", f"data.valid={corpus}",
+            f"data.test={corpus}", "data.labelled_ratio=0.25", "trainer.max_epochs=1",
+            *ROUND_OVERRIDES, f"runs_dir={runs}", f"data.noise.min_confidence={min_confidence}",
+            *extra,
         ],
     )
 
 
 @pytest.fixture(scope="module")
-def two_rounds(tone_corpus, tmp_path_factory, fixture_btc):
+def small_teacher(tone_corpus, tmp_path_factory) -> Path:
+    """A small BTC teacher trained for one epoch on the tone corpus: a noisy student is as
+    large as its teacher or larger, so the rounds' small students need a small teacher."""
+    from chordkd.training.fit import fit
+
+    runs = tmp_path_factory.mktemp("teacher")
+    summary = fit(load_config(EXPERIMENTS / "teacher.yaml", [
+        f"data.train={tone_corpus}", f"data.valid={tone_corpus}", "data.test=null",
+        "trainer.max_epochs=1", "checkpoint.patience=0", *ROUND_OVERRIDES, f"runs_dir={runs}",
+    ]))
+    return Path(summary["best_checkpoint"])
+
+
+def _median_confidence(teacher: Path, corpus: Path, cache: Path) -> float:
+    """The median top probability of ``teacher`` over the corpus's frames (labelling it into
+    ``cache``, where the rounds find it): a threshold that keeps about half the frames."""
+    from chordkd.labelling.label import label_corpus
+
+    label_corpus(teacher, corpus, cache)
+    found = TeacherCache(cache)
+    top = np.concatenate([np.asarray(found.read(s).values, np.float32).max(-1)
+                          for s in found.song_ids])
+    return float(np.exp(np.median(top)))
+
+
+class StepSpy:
+    """Every training step: (round's run name, epoch, labelled windows, windows)."""
+
+    def __init__(self, monkeypatch) -> None:
+        from chordkd.training.student import StudentModule
+
+        self.steps: list[tuple[str, int, int, int]] = []
+        original = StudentModule.training_step
+
+        def recording(module, batch, batch_idx):
+            name = Path(module.trainer.default_root_dir).name.rsplit("-", 2)[0]  # noisy-r1
+            self.steps.append((name, module.current_epoch, int(batch["labelled"].sum()),
+                               len(batch["labels"])))
+            return original(module, batch, batch_idx)
+
+        monkeypatch.setattr(StudentModule, "training_step", recording)
+
+
+@pytest.fixture(scope="module")
+def two_rounds(tone_corpus, tmp_path_factory, small_teacher):
     runs = tmp_path_factory.mktemp("noisy")
+    threshold = _median_confidence(small_teacher, tone_corpus, runs / "teacher_cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CHORDKD_NO_PROGRESS", "1")
-        report = _run_rounds(tone_corpus, runs, fixture_btc / "checkpoint.pt")
-    return tone_corpus, runs, report
+        spy = StepSpy(mp)
+        report = _run_rounds(tone_corpus, runs, small_teacher, threshold)
+    return tone_corpus, runs, report, spy.steps, threshold
+
+
+@pytest.mark.slow
+def test_every_round_trains_on_batches_with_a_quarter_of_ground_truth_windows(two_rounds):
+    *_, steps, _ = two_rounds
+    assert {name for name, *_ in steps} == {"noisy-r1", "noisy-r2"}
+    assert all((labelled, windows) == (1, 4) for _, _, labelled, windows in steps)
 
 
 def _student_argmax(checkpoint: str, songs: list) -> dict[str, np.ndarray]:
@@ -278,7 +339,7 @@ def _student_argmax(checkpoint: str, songs: list) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_each_round_relabels_the_pool_with_its_student_where_it_disagrees_with_its_teacher(two_rounds):
-    corpus, runs, report = two_rounds
+    corpus, runs, report, *_ = two_rounds
     songs = read_manifest(corpus)
     for r in (1, 2):
         row = report["rounds"][r]
@@ -298,47 +359,90 @@ def test_each_round_relabels_the_pool_with_its_student_where_it_disagrees_with_i
 
 
 @pytest.mark.slow
-def test_the_rounds_report_has_every_round_with_its_metrics_and_parameter_count(two_rounds):
+def test_the_rounds_report_has_every_round_with_its_training_metrics_and_teacher_gap(two_rounds):
+    import csv
+
     from chordkd.evaluation.metrics import METRICS
     from chordkd.evaluation.results import discover
     from chordkd.models import build_student, count_parameters
 
-    _, runs, report = two_rounds
+    _, runs, report, *_ = two_rounds
     written = json.loads((runs / "noisy_student/btc/rounds.json").read_text())
-    assert [r["round"] for r in written["rounds"]] == [0, 1, 2]
-    assert [r["size"] for r in written["rounds"]] == ["base", "small", "small"]
+    rows = written["rounds"]
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert [r["size"] for r in rows] == ["small", "small", "small"]
     small = count_parameters(build_student("btc", "small", 170))
-    assert [r["parameters"] for r in written["rounds"]][1:] == [small, small]
-    assert written["rounds"][0]["parameters"] == count_parameters(build_student("btc", "base", 170))
-    for row in written["rounds"]:
+    assert [r["parameters"] for r in rows] == [small] * 3
+    for row in rows:
         assert set(row["metrics"]) == set(METRICS)
         assert all(0 <= v <= 1 for v in row["metrics"].values())
         assert row["mean"] == pytest.approx(np.mean([row["metrics"][m] for m in METRICS]))
-    assert 0.2 < written["rounds"][1]["pseudo_labels_kept"] < 0.8  # the median threshold
+        assert row["epochs"] == 1 and 0 <= row["best_score"] <= 1  # the teacher's from its run
+    assert [r["labelled_ratio"] for r in rows] == [None, 0.25, 0.25]
+    assert 0.2 < rows[1]["pseudo_labels_kept"] < 0.8  # the median threshold
+    for before, row in zip(rows, rows[1:]):
+        assert row["vs_teacher"]["mean"] == pytest.approx(row["mean"] - before["mean"])
+        assert row["vs_teacher"]["mirex"] == pytest.approx(
+            row["metrics"]["mirex"] - before["metrics"]["mirex"])
+    table = list(csv.DictReader((runs / "noisy_student/btc/rounds.csv").open()))
+    assert [int(r["epochs"]) for r in table] == [1, 1, 1]
+    assert float(table[2]["majmin_vs_teacher"]) == pytest.approx(
+        rows[2]["metrics"]["majmin"] - rows[1]["metrics"]["majmin"])
     md = (runs / "noisy_student/btc/rounds.md").read_text()
-    assert "| 2 | noisy-r2 | small |" in md and f"{small:,}" in md
+    assert "| 2 | noisy-r2 | small |" in md and f"{small:,}" in md and "25.00" in md
     # the rounds' evaluations are rows of `chordkd results`; the round-0 teacher is not
-    rows = {(e.row, e.student) for e in discover(runs / "eval")}
-    assert rows == {("noisy_r1", "btc"), ("noisy_r2", "btc")}
+    found = {(e.row, e.student) for e in discover(runs / "eval")}
+    assert found == {("noisy_r1", "btc"), ("noisy_r2", "btc")}
 
 
 @pytest.mark.slow
-def test_a_rerun_finds_every_round_finished_and_changes_nothing(two_rounds, fixture_btc):
-    corpus, runs, report = two_rounds
+def test_a_rerun_finds_every_round_finished_and_changes_nothing(two_rounds, small_teacher):
+    corpus, runs, report, _, threshold = two_rounds
     watched = [Path(r["checkpoint"]) for r in report["rounds"][1:]]
     watched += [Path(r["pool_cache"]) / "index.json" for r in report["rounds"]]
     watched += [Path(r["evaluation"]) / "overall.json" for r in report["rounds"]]
     stamps = [os.stat(p).st_mtime_ns for p in watched]
-    again = _run_rounds(corpus, runs, fixture_btc / "checkpoint.pt")
+    again = _run_rounds(corpus, runs, small_teacher, threshold)
     assert [os.stat(p).st_mtime_ns for p in watched] == stamps
     assert again["rounds"] == report["rounds"]
 
 
 @pytest.mark.slow
+def test_a_round_killed_after_its_first_epoch_resumes_with_the_second(
+    tone_corpus, small_teacher, tmp_path, monkeypatch
+):
+    from test_resume import SimulatedKill, crash_at_epoch
+
+    runs = tmp_path / "runs"
+    threshold = _median_confidence(small_teacher, tone_corpus, runs / "teacher_cache")
+    two_epochs = ("trainer.max_epochs=2", "checkpoint.patience=0")
+    with pytest.MonkeyPatch.context() as m:
+        crash_at_epoch(m, 1)
+        with pytest.raises(SimulatedKill):
+            _run_rounds(tone_corpus, runs, small_teacher, threshold, 1, *two_epochs)
+    spy = StepSpy(monkeypatch)
+    report = _run_rounds(tone_corpus, runs, small_teacher, threshold, 1, *two_epochs)
+    assert {epoch for _, epoch, *_ in spy.steps} == {1}, "the rerun trains the second epoch only"
+    assert report["rounds"][1]["epochs"] == 2
+
+
+@pytest.mark.slow
 def test_another_teachers_labels_in_the_round_zero_cache_are_not_overwritten(two_rounds):
-    corpus, runs, report = two_rounds
+    corpus, runs, report, *_ = two_rounds
     student = report["rounds"][1]["checkpoint"]
     with pytest.raises(CacheError, match="another teacher"):
         noisy_student(EXPERIMENTS / "noisy_student.yaml", 1, "small", teacher=student,
                       teacher_cache=runs / "teacher_cache",
                       overrides=[f"data.train={corpus}", f"data.test={corpus}", f"runs_dir={runs}"])
+
+
+def test_a_student_smaller_than_its_teacher_is_refused_naming_the_sizes():
+    from chordkd.models import build_student, count_parameters
+
+    base = count_parameters(build_student("btc", "base", 170))
+    small = count_parameters(build_student("btc", "small", 170))
+    check_growth(small, "btc", ["small", "base", "base"], 170)  # equal or larger: fine
+    with pytest.raises(ConfigError, match="--sizes: round 1's btc-small"):
+        check_growth(base, "btc", ["small"], 170)
+    with pytest.raises(ConfigError, match="--sizes: round 2's btc-small.*round 1's btc-base"):
+        check_growth(small, "btc", ["base", "small"], 170)

@@ -27,6 +27,7 @@ from chordkd.data.datasets import (
     SongRecord,
     SpecAugment,
     WindowDataset,
+    _unit_hash,
     apply_masks,
     confident_fraction,
     hold_out_with_teacher_references,
@@ -125,6 +126,10 @@ class ChordDataModule(L.LightningDataModule):
         valid_holdout: how many training songs ``valid_targets="teacher"`` holds out (0: no
             validation): those whose id hashes lowest (blake2b), so the choice does not depend
             on the seed, the song order or the corpus's other songs.
+        labelled: a labelled corpus trained on together with ``train`` (``targets="teacher"``):
+            every batch then holds ``labelled_ratio`` of ground-truth windows from it and the
+            rest pseudo-labelled windows of ``train`` (``chordkd.data.mixing``; noisy student).
+        labelled_ratio: the share of each batch drawn from ``labelled``, in (0, 1).
     """
 
     def __init__(
@@ -151,6 +156,8 @@ class ChordDataModule(L.LightningDataModule):
         allow_cache_mismatch: bool = False,
         valid_targets: str = "labels",
         valid_holdout: int = 0,
+        labelled: str | None = None,
+        labelled_ratio: float = 0.25,
     ) -> None:
         super().__init__()
         if valid_targets not in ("labels", "teacher"):
@@ -188,6 +195,11 @@ class ChordDataModule(L.LightningDataModule):
         if format == "stream" and targets != "teacher":
             raise ChordkdError("data.format=stream holds teacher pseudo-labels: targets='teacher'")
         self.format, self.stream, self.stream_cache = format, stream, stream_cache
+        if labelled and (targets != "teacher" or format != "mmap"):
+            raise ChordkdError("data.labelled mixes ground truth into pseudo-labelled batches: "
+                               "it needs targets='teacher' and format='mmap'")
+        self.labelled_source, self.labelled_ratio = labelled, labelled_ratio
+        self.labelled_set: WindowDataset | None = None
         self._stream_loader = None
         self.teacher = None
         self.skipped: dict[str, dict[str, str]] = {}
@@ -208,6 +220,8 @@ class ChordDataModule(L.LightningDataModule):
         # Builds the audio caches once (rank 0); setup() on every rank then finds them built.
         if self.format == "mmap":
             self._load("train", self.train_source, self.targets == "labels")
+        if self.labelled_source:
+            self._load("labelled", self.labelled_source, True)
         for split, src in (("valid", self.valid_source), ("test", self.test_source)):
             if src:
                 self._load(split, src, True)
@@ -256,6 +270,22 @@ class ChordDataModule(L.LightningDataModule):
         )
         if self.targets == "teacher":
             self._log_pseudo_labels_kept([r.id for r in records])
+        if self.labelled_source:
+            self._mix_labelled()
+
+    def _mix_labelled(self) -> None:
+        """Batches of labelled windows (ground truth) and pool windows (pseudo-labels)."""
+        from chordkd.data.mixing import MixedBatches
+
+        records, audio = self._load("labelled", self.labelled_source, True)
+        # its own seed: the two sources' windows of the same index draw independent shifts
+        self.labelled_set = WindowDataset(
+            records, audio, self.settings, self.window, "labels", None, self.pitch_shift,
+            _unit_hash(self.seed, 1) % 2**31, self.spec_augment,
+        )
+        self.pool_set = self.train_set
+        self.train_set = MixedBatches(self.labelled_set, self.pool_set, self.batch_size,
+                                      self.labelled_ratio, self.seed)
 
     def _log_pseudo_labels_kept(self, song_ids: list[str]) -> None:
         # setup() runs before the trainer exists (fit.py) and again inside trainer.fit:
@@ -363,6 +393,15 @@ class ChordDataModule(L.LightningDataModule):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         self.train_set.set_epoch(epoch)
         seed = self.seed * 100_003 + epoch
+        if self.labelled_set is not None:
+            # whole mixed batches as items (batch_size=None): a distributed sampler gives each
+            # rank whole batches, so every rank's batches keep the labelled share
+            return DataLoader(
+                self.train_set, batch_size=None,
+                sampler=EpochPermutation(len(self.train_set), seed),
+                generator=torch.Generator().manual_seed(seed),
+                num_workers=self.num_workers, persistent_workers=False,
+            )
         # The loader's own generator only seeds workers (items depend on (seed, epoch, index)
         # alone); without one, each iteration would draw that seed from the global RNG and
         # shift the dropout masks that follow.

@@ -61,6 +61,10 @@ class DataConfig:
     format: str = "mmap"  # mmap (local audio cache) | stream (litdata shards; stage 1 only)
     stream: str | None = None  # data.format=stream: folder or URL written by `chordkd stream`
     stream_cache: str | None = None  # local folder for downloaded chunks of a remote stream
+    # noisy student: a labelled corpus trained on with data.train's pseudo-labels, every batch
+    # holding labelled_ratio of ground-truth windows from it (chordkd.data.mixing)
+    labelled: str | None = None
+    labelled_ratio: float = 0.25  # share of each batch from data.labelled, in (0, 1)
 
 
 @dataclass
@@ -116,6 +120,7 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = 100
+    min_epochs: int | None = None  # early stopping cannot end a run before this many epochs
     max_steps: int = -1
     max_time: str | None = None  # "DD:HH:MM:SS"
     accelerator: str = "auto"  # cpu | gpu | auto
@@ -295,6 +300,7 @@ _RANGES = {
     "data.pitch_shift": (0, 12, (True, True)),  # the transposition tables span -12..12
     "data.stats_songs": (1, _INF, (True, False)),
     "data.valid_holdout": (0, _INF, (True, False)),
+    "data.labelled_ratio": (0, 1, (False, False)),
     "loss.gamma": (0, _INF, (True, False)),
     "kd.temperature": (0, _INF, (False, False)),
     "kd.theta": (0, 1, (True, True)),
@@ -307,6 +313,7 @@ _RANGES = {
     "optim.plateau_patience": (0, _INF, (True, False)),
     "optim.plateau_factor": (0, 1, (False, False)),
     "trainer.max_epochs": (-1, _INF, (True, False)),
+    "trainer.min_epochs": (0, _INF, (True, False)),
     "trainer.num_nodes": (1, _INF, (True, False)),
     "trainer.accumulate_grad_batches": (1, _INF, (True, False)),
     "trainer.check_val_every_n_epoch": (1, _INF, (True, False)),
@@ -357,6 +364,8 @@ def _check_choices(cfg: DictConfig) -> None:
     if not 0 <= cfg.kd.alpha <= 1:
         raise ConfigError(f"config key 'kd.alpha': {cfg.kd.alpha} is not in [0, 1]")
     _check_schedule(cfg)
+    if cfg.data.labelled:
+        _check_labelled(cfg)
     if cfg.data.format == "stream":
         _check_stream(cfg)
     elif cfg.data.targets == "teacher" and not cfg.data.teacher_cache:
@@ -405,6 +414,21 @@ def _check_validation(cfg: DictConfig) -> None:
                           "data.valid_targets=teacher")
 
 
+def _check_labelled(cfg: DictConfig) -> None:
+    # mixed batches: ground truth for the labelled windows, hard pseudo-labels for the pool's
+    from chordkd.data.mixing import labelled_per_batch
+
+    d = cfg.data
+    if d.targets != "teacher" or d.format != "mmap":
+        raise ConfigError("config key 'data.labelled': mixes ground truth into batches of "
+                          "pseudo-labelled data.train, so it needs data.targets=teacher and "
+                          "data.format=mmap")
+    if cfg.kd.enabled or cfg.feature_kd.enabled:
+        raise ConfigError("config key 'data.labelled': labelled windows carry no teacher "
+                          "outputs; mixing trains on hard targets (kd and feature_kd off)")
+    labelled_per_batch(d.labelled_ratio, d.batch_size)
+
+
 def _check_stream(cfg: DictConfig) -> None:
     # the stream holds audio and teacher outputs of stage 1's training windows, nothing else
     if not cfg.data.stream:
@@ -422,7 +446,8 @@ def _check_stream(cfg: DictConfig) -> None:
 # so adding such a feature to chordkd keeps existing run folders (and their checkpoints) valid.
 _HASHED_IF_CHANGED = ("data.noise", "feature_kd", "data.format", "data.stream",
                       "optim.implementation", "data.valid_targets", "data.valid_holdout",
-                      "optim.warmup_epochs", "optim.warmup_start_factor", "optim.min_lr", "ssl")
+                      "optim.warmup_epochs", "optim.warmup_start_factor", "optim.min_lr", "ssl",
+                      "data.labelled", "data.labelled_ratio", "trainer.min_epochs")
 # Keys taken out of the schema, hashed at the one value every run had, so run folders made
 # before keep their names (optim.min_lr_ratio: replaced by optim.min_lr, 0 in every run).
 _RETIRED = {"optim": {"min_lr_ratio": 0.0}}

@@ -136,6 +136,7 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
         stream_cache=d.stream_cache,
         teacher=d.teacher, allow_cache_mismatch=d.allow_cache_mismatch,
         valid_targets=d.valid_targets, valid_holdout=d.valid_holdout,
+        labelled=d.labelled, labelled_ratio=d.labelled_ratio,
     )
     dm.prepare_data()
     dm.setup("fit")
@@ -203,9 +204,10 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
         "skipped": dm.skipped,
         # songs each split used: with "skipped", every song of every corpus is accounted for
         "songs": {split: len(ds.songs) for split, ds in
-                  (("train", dm.train_set), ("valid", dm.val_set), ("test", dm.test_set))
+                  (("train", getattr(dm, "pool_set", dm.train_set)),
+                   ("labelled", dm.labelled_set), ("valid", dm.val_set), ("test", dm.test_set))
                   if ds is not None and hasattr(ds, "songs")},  # a stream counts windows
-        "train_windows": len(dm.train_set),
+        "train_windows": getattr(dm.train_set, "n_windows", len(dm.train_set)),
         "valid_targets": d.valid_targets,
     }
     if d.valid_holdout:  # the training songs held out for validation, by id

@@ -9,12 +9,17 @@ the demo teacher's best checkpoint, ``experiments/teacher.yaml``), whose pseudo-
 pool are cached in ``--teacher-cache`` (default ``runs/teacher_cache/pool``, what ``make
 label`` writes; labelled there first if missing). Round ``r`` = 1..R then:
 
-1. trains a fresh student of size ``SIZES[r-1]`` on round ``r-1``'s pseudo-labels of the pool,
-   *with noise*: SpecAugment masks and pitch shift on the input (``data.noise``,
-   ``data.pitch_shift``), the network's dropout, and optionally only the frames its teacher was
-   confident about (``data.noise.min_confidence``). It is an ordinary ``chordkd fit`` run of
-   the config with ``data.teacher_cache`` = the previous round's cache, ``model.size``,
-   ``name=noisy-r{r}`` and ``role=noisy_r{r}``;
+1. trains a fresh student of size ``SIZES[r-1]``, at least as many parameters as its teacher,
+   on the labelled corpus and round ``r-1``'s pseudo-labels of the pool together: every batch
+   holds ``data.labelled_ratio`` of ground-truth windows of ``data.labelled`` and the rest
+   pseudo-labelled pool windows (``chordkd.data.mixing``). It trains *with noise*: SpecAugment
+   masks and pitch shift on the input of both (``data.noise``, ``data.pitch_shift``), the
+   network's dropout, and optionally only the pool frames its teacher was confident about
+   (``data.noise.min_confidence``); and to convergence: early stopping on the ground-truth
+   validation corpus (``data.valid``, ``checkpoint.patience``), whose best checkpoint is the
+   round's model. It is an ordinary ``chordkd fit`` run of the config with
+   ``data.teacher_cache`` = the previous round's cache, ``model.size``, ``name=noisy-r{r}``
+   and ``role=noisy_r{r}``;
 2. relabels the pool with that student *without noise* (eval mode: no dropout, clean
    features) into ``<out>/round{r}/pool_cache`` (``label_corpus``): the next round's targets;
 3. evaluates it on ``data.test`` into ``<runs>/eval/noisy-<student>/round{r}`` (role
@@ -23,15 +28,15 @@ label`` writes; labelled there first if missing). Round ``r`` = 1..R then:
 Growing sizes (small -> base -> large) is the "knowledge expansion" of the method: each
 student is at least as large as its teacher, so it can absorb what the noise makes harder.
 The round-0 teacher is evaluated too (into ``<out>/round0/eval``, outside ``runs/eval`` so the
-results table keeps its single teacher row), and ``<out>/rounds.{md,json}`` compare every
-round's seven metrics, their mean, ACQA and parameter count. ``<out>`` defaults to
-``runs/noisy_student/<student>``.
+results table keeps its single teacher row), and ``<out>/rounds.{md,csv,json}``
+(``chordkd.training.noisy_report``) compare every round with its teacher. ``<out>`` defaults
+to ``runs/noisy_student/<student>``.
 
 Everything resumes: a finished round's fit returns at once (its ``summary.json``), labelling
 skips songs already cached by the same checkpoint, and an evaluation of the same checkpoint
-is read back instead of recomputed; so rerunning with ``--rounds`` raised adds rounds. The
-rounds train on pseudo-labels only; a ground-truth fine-tune of the last student is stage 2
-(``chordkd fit experiments/stage2.yaml init=<its best.ckpt> model.size=<its size>``).
+is read back instead of recomputed; so rerunning with ``--rounds`` raised adds rounds; an
+interrupted round resumes from its ``last.ckpt``. Without ``data.labelled`` the rounds train
+on pseudo-labels alone (the variant before Xie et al.'s joint training).
 """
 
 from __future__ import annotations
@@ -40,7 +45,6 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +78,22 @@ def parse_sizes(sizes: str | Sequence[str], rounds: int) -> list[str]:
         raise ConfigError(f"--sizes: {len(names)} sizes ({','.join(names)}) for {rounds} rounds; "
                           "give one per round, or a single size for all")
     return names
+
+
+def check_growth(teacher_parameters: int, student: str, plan: Sequence[str],
+                 n_classes: int) -> None:
+    """A noisy student is at least as large as its teacher (Xie et al.): refuse a plan in which
+    a round's student has fewer parameters than the round before it (round 0: the teacher)."""
+    from chordkd.models import build_student, count_parameters
+
+    previous, what = teacher_parameters, "the round-0 teacher"
+    for r, size in enumerate(plan, start=1):
+        n = count_parameters(build_student(student, size, n_classes))
+        if n < previous:
+            raise ConfigError(
+                f"--sizes: round {r}'s {student}-{size} student has {n:,} parameters, fewer than "
+                f"{what} ({previous:,}); a noisy student is as large as its teacher or larger")
+        previous, what = n, f"round {r}'s {student}-{size}"
 
 
 def round_config(
@@ -139,6 +159,11 @@ def noisy_student(
     if not teacher.is_file():
         raise ConfigError(f"round-0 teacher {teacher}: no such checkpoint (train it with "
                           "`make teacher`, or pass --teacher CKPT)")
+    from chordkd.models import count_parameters
+    from chordkd.models.loading import load_model
+
+    net = load_model(teacher).model.net
+    check_growth(count_parameters(net), student, plan, net.n_classes)
     cache = Path(teacher_cache) if teacher_cache is not None else runs / "teacher_cache" / "pool"
     pool, test = base.data.train, base.data.test
     if not test:
@@ -154,7 +179,7 @@ def noisy_student(
     if rank_zero_only.rank == 0:
         rows.append(_evaluate_round(0, teacher, test, out / "round0" / "eval", student, None,
                                     trained_on=None, pool_cache=cache, min_confidence=0.0,
-                                    device=device))
+                                    device=device, training=_teacher_training(teacher)))
     for r, size in enumerate(plan, start=1):
         cfg = round_config(config, overrides, student, size, r, cache)
         log.info("round %d: %s-%s student on %s (%s)", r, student, size, cache, cfg.name)
@@ -179,16 +204,36 @@ def noisy_student(
                 r, best, test, eval_root / f"noisy-{student}" / f"round{r}", student, size,
                 trained_on=trained_on, pool_cache=cache,
                 min_confidence=cfg.data.noise.min_confidence, run_dir=summary["run_dir"],
-                device=device,
+                device=device, training=_training(summary, cfg),
             ))
     report = {
         "format": FORMAT, "student": student, "config": str(config),
         "overrides": list(overrides), "sizes": plan, "teacher": str(teacher), "pool": pool,
-        "test": test, "out": str(out), "rounds": rows,
+        "labelled": base.data.labelled, "labelled_ratio": base.data.labelled_ratio,
+        "valid": base.data.valid, "test": test, "out": str(out), "rounds": rows,
     }
     if rank_zero_only.rank == 0:
+        from chordkd.training.noisy_report import write_rounds_report
+
         write_rounds_report(report, out)
     return report
+
+
+def _training(summary: dict[str, Any], cfg: DictConfig | None) -> dict[str, Any]:
+    """What a round's row says of its training: data mix, epochs run, best validation score."""
+    labelled = cfg.data.labelled if cfg is not None else None
+    return {"labelled": labelled,
+            "labelled_ratio": cfg.data.labelled_ratio if labelled else None,
+            "epochs": summary.get("epochs"), "monitor": summary.get("monitor"),
+            "best_score": summary.get("best_score")}
+
+
+def _teacher_training(teacher: Path) -> dict[str, Any]:
+    """The round-0 row's training facts, from the teacher's run folder when it is chordkd's
+    (``<run>/checkpoints/best.ckpt`` beside ``<run>/summary.json``); else unknown."""
+    found = teacher.parent.parent / "summary.json"
+    summary = json.loads(found.read_text(encoding="utf-8")) if found.is_file() else {}
+    return _training(summary, None)
 
 
 def labels_digest(cache: str | os.PathLike) -> str:
@@ -251,7 +296,7 @@ def _check_cache_teacher(cache: Path, teacher: Path) -> None:
 def _evaluate_round(
     r: int, checkpoint: Path, test: str, folder: Path, student: str, size: str | None, *,
     trained_on: Path | None, pool_cache: Path, min_confidence: float,
-    run_dir: str | None = None, device: str = "auto",
+    run_dir: str | None = None, device: str = "auto", training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate round ``r``'s model on ``test`` into ``folder`` (reused when it already holds
     this checkpoint's evaluation); returns the round's row of the report."""
@@ -285,7 +330,7 @@ def _evaluate_round(
         "min_confidence": min_confidence, "pseudo_labels_kept": kept,
         "pool_cache": str(pool_cache), "evaluation": str(folder),
         "metrics": summary["metrics"], "mean": summary["mean"], "acqa": summary["acqa"],
-        "n_songs": summary["n_songs"],
+        "n_songs": summary["n_songs"], **(training or {}),
     }
 
 
@@ -310,53 +355,12 @@ def _size_of(net) -> str:
     return "custom"
 
 
-def write_rounds_report(report: dict[str, Any], out: str | os.PathLike) -> None:
-    """``rounds.json`` (the report as returned by :func:`noisy_student`) and ``rounds.md``
-    (metrics in percent) under ``out``, atomically."""
-    from chordkd.atomic import write_json, write_text
-    from chordkd.evaluation.metrics import METRICS
-    from chordkd.evaluation.report import json_safe, markdown_table
-
-    out = Path(out)
-    write_json(out / "rounds.json", json_safe(report))
-    rows = report["rounds"]
-    reference = rows[0]["mean"] if rows and rows[0]["round"] == 0 else math.nan
-
-    def pct(v: float | None) -> str:
-        return "–" if v is None or math.isnan(v) else f"{100 * v:.2f}"
-
-    def delta(v: float | None) -> str:
-        return "–" if v is None or math.isnan(v) or math.isnan(reference) else f"{100 * (v - reference):+.2f}"
-
-    table = markdown_table(
-        ["round", "model", "size", "parameters", "kept", *METRICS, "mean", "acqa", "mean - r0"],
-        [[r["round"], r["model"], r["size"], f"{r['parameters']:,}", pct(r["pseudo_labels_kept"]),
-          *(pct(r["metrics"][m]) for m in METRICS), pct(r["mean"]), pct(r["acqa"]),
-          delta(r["mean"]) if r["round"] else "–"] for r in rows],
-        left=3,
-    )
-    lines = [
-        f"# Noisy student: {report['student']}, sizes {','.join(report['sizes'])}\n",
-        f"Round 0 is the teacher ({report['teacher']}); round r trains a fresh student on "
-        f"round r-1's pseudo-labels of `{report['pool']}` with noise, then relabels the pool "
-        f"without noise. Test corpus: `{report['test']}`; WCSR in percent, argmax decoding; "
-        "`kept`: the pseudo-labelled frames the round trained on (teacher confidence above "
-        "`data.noise.min_confidence`); `mean - r0`: points over the round-0 teacher.\n",
-        table,
-        "",
-        "| round | trained on | checkpoint |",
-        "|---:|:---|:---|",
-        *(f"| {r['round']} | {r['trained_on'] or '–'} | {r['checkpoint']} |" for r in rows),
-    ]
-    write_text(out / "rounds.md", "\n".join(lines) + "\n")
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="the round recipe (experiments/noisy_student.yaml)")
     p.add_argument("--rounds", type=int, default=3, help="student rounds after the teacher (default 3)")
-    p.add_argument("--sizes", default="small,base,large",
-                   help="student size per round, comma-separated, or one size for all "
-                        "(default small,base,large)")
+    p.add_argument("--sizes", default="small",
+                   help="student size per round, comma-separated, or one size for all, none "
+                        "smaller than the round before (default small: the demo teacher's)")
     p.add_argument("--student", default="btc", choices=("btc", "2e1d"), help="student network")
     p.add_argument("--teacher", default=None,
                    help="round-0 checkpoint (default: the demo teacher's best.ckpt)")
