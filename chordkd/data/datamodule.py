@@ -378,7 +378,9 @@ class ChordDataModule(L.LightningDataModule):
                     # whole windows: only a song shorter than one window has padding in them
                     stats.update(self.cqt(item["audio"])[CONTEXT : CONTEXT + self.window])
             return stats.mean, stats.std
-        records, audio = self.train_set.songs, self._prepared["train"][1]  # held-out songs left out
+        # the training songs (held-out validation songs left out; with data.labelled, the pool's)
+        records = getattr(self, "pool_set", self.train_set).songs
+        audio = self._prepared["train"][1]
         rng = np.random.default_rng(self.seed)
         pick = rng.permutation(len(records))[: self.stats_songs]
         with torch.inference_mode():
