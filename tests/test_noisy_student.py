@@ -255,6 +255,7 @@ def _run_rounds(corpus: Path, runs: Path, teacher: Path, min_confidence: float, 
         overrides=[
             f"data.train={corpus}", f"data.labelled={corpus}", f"data.valid={corpus}",
             f"data.test={corpus}", "data.labelled_ratio=0.25", "trainer.max_epochs=1",
+            "optim.warmup_steps=0",  # one short epoch: a warm-up from 0 would leave it untrained
             *ROUND_OVERRIDES, f"runs_dir={runs}", f"data.noise.min_confidence={min_confidence}",
             *extra,
         ],
