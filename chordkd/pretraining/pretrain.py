@@ -10,7 +10,6 @@ first and last epochs' training loss.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 import lightning as L
@@ -63,21 +62,16 @@ def pretrain(cfg: DictConfig) -> dict:
     """Pre-train (or resume) the experiment ``cfg``; returns the summary (also summary.json)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from chordkd.atomic import write_json, write_text
+    from chordkd.atomic import write_json
     from chordkd.pretraining.data import UnlabelledWindows
     from chordkd.pretraining.objectives import MODULES
-    from chordkd.training.config import config_hash, run_dir
-    from chordkd.training.fit import _resume_path, build_trainer
+    from chordkd.training.config import config_hash
+    from chordkd.training.fit import _resume_path, build_trainer, open_run
     from chordkd.training.seeding import EpochSeed
 
-    folder = run_dir(cfg)
-    done = folder / "summary.json"
-    if cfg.resume == "auto" and done.is_file():
-        log.info("%s is finished (summary.json); nothing to do", folder)
-        return json.loads(done.read_text())
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    folder, finished = open_run(cfg)
+    if finished is not None:
+        return finished
 
     d, ssl = cfg.data, cfg.ssl
     extra = ssl.max_shift if ssl.objective == "contrastive" else 0  # room for the second view

@@ -96,6 +96,27 @@ def wandb_mode(configured: str | None, environ: Mapping[str, str]) -> str:
     return configured or environ.get("WANDB_MODE") or "offline"
 
 
+def open_run(cfg: DictConfig) -> tuple[Path, dict | None]:
+    """The run folder of ``cfg`` and, when it is finished (``summary.json``, ``resume=auto``), its
+    summary; otherwise the folder is made, its ``config.yaml`` written and the seed set."""
+    import json
+
+    import lightning as L
+
+    from chordkd.atomic import write_text
+    from chordkd.training.config import run_dir
+
+    folder = run_dir(cfg)
+    done = folder / "summary.json"
+    if cfg.resume == "auto" and done.is_file():
+        log.info("%s is finished (summary.json); nothing to do (resume=never retrains)", folder)
+        return folder, json.loads(done.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    return folder, None
+
+
 def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
     """Train (or resume) the experiment ``cfg``; returns the run summary (also in summary.json).
 
@@ -104,27 +125,19 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
     the ranks from the launcher's environment (``trainer.num_nodes`` x ``trainer.devices``
     processes in all).
     """
-    import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from chordkd.atomic import write_json, write_text
+    from chordkd.atomic import write_json
     from chordkd.data.datamodule import ChordDataModule
-    from chordkd.training.config import config_hash, run_dir
+    from chordkd.training.config import config_hash
     from chordkd.training.distillation import SelectiveKD
     from chordkd.training.seeding import EpochSeed
     from chordkd.training.student import StudentModule
     from chordkd.training.validation import MirEvalValidation
 
-    folder = run_dir(cfg)
-    done = folder / "summary.json"
-    if cfg.resume == "auto" and done.is_file():
-        import json
-
-        log.info("%s is finished (summary.json); nothing to do (resume=never retrains)", folder)
-        return json.loads(done.read_text())
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    folder, finished = open_run(cfg)
+    if finished is not None:
+        return finished
 
     d = cfg.data
     dm = ChordDataModule(
