@@ -8,6 +8,7 @@ Makefile or the experiments that breaks the shape fails here.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -24,15 +25,20 @@ EXPERIMENTS = REPO / "experiments"
 
 def make_dry(*args: str) -> list[str]:
     """The commands `make -n ARGS` prints, one per logical line (continuations joined)."""
-    out = subprocess.run(["make", "-n", "-o", ".venv/bin/chordkd", *args], cwd=REPO,
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    # run as a top-level make even under `make test` (no "make[1]: Entering directory" lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    out = subprocess.run(["make", "-n", "--no-print-directory", "-o", ".venv/bin/chordkd", *args],
+                         cwd=REPO, capture_output=True, text=True, check=True, timeout=60,
+                         env=env).stdout
     return [line for line in out.replace("\\\n", " ").splitlines() if line.strip()]
 
 
 def fit_overrides(commands: list[str], experiment: str) -> list[str]:
     """The key=value overrides of the first `chordkd fit experiments/EXPERIMENT.yaml` run."""
     for line in commands:
-        words = shlex.split(line.split("$(")[0]) if "$(" in line.split(experiment)[0] else shlex.split(line)
+        # drop command substitutions ($(chordkd fit teacher.yaml ... --print-run-dir)): their
+        # words belong to another run
+        words = shlex.split(re.sub(r"\$\([^()]*\)", "", line))
         if "fit" in words and f"experiments/{experiment}.yaml" in words and "--print-run-dir" not in words:
             return [w for w in words if "=" in w and not w.startswith("init=")]
     raise AssertionError(f"make runs no fit of {experiment}: {commands}")

@@ -59,7 +59,7 @@ def adamw(
         raise ValueError(f"optim.implementation must be one of {ADAMW_IMPLEMENTATIONS}, "
                          f"got {implementation!r}")
     if implementation == "auto":
-        implementation = "foreach" if precision.startswith("16") else "fused"
+        implementation = "foreach" if "mixed" in precision or precision.startswith("16") else "fused"
     kwargs = {"fused": {"fused": True}, "foreach": {"foreach": True},
               "for-loop": {"foreach": False}}[implementation]
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kwargs)
