@@ -25,14 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chordkd.training.config import load_config, run_dir
+    from chordkd.training.fit import config_or_print
 
-    cfg = load_config(args.config, args.overrides)
-    if args.print_run_dir:
-        print(run_dir(cfg))
-        return 0
-    if args.print_config:
-        print(OmegaConf.to_yaml(cfg))
+    cfg = config_or_print(args)
+    if cfg is None:
         return 0
     summary = pretrain(cfg)
     print(f"run folder: {summary['run_dir']}\nbest checkpoint: {summary['best_checkpoint']}")

@@ -30,7 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
-def run(args: argparse.Namespace) -> int:
+
+def config_or_print(args: argparse.Namespace) -> DictConfig | None:
+    """The config of ``args`` (a config file and overrides); None once ``--print-run-dir`` or
+    ``--print-config`` has printed what it asks for (the commands `fit` and `pretrain` share)."""
     from chordkd.training.config import load_config, run_dir
 
     # the run folder is a hash of the whole config: only printing the config may leave a ??? open
@@ -38,9 +41,15 @@ def run(args: argparse.Namespace) -> int:
                       allow_missing=args.print_config and not args.print_run_dir)
     if args.print_run_dir:
         print(run_dir(cfg))
-        return 0
+        return None
     if args.print_config:
         print(OmegaConf.to_yaml(cfg))
+        return None
+    return cfg
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_or_print(args)
+    if cfg is None:
         return 0
     summary = fit(cfg)
     best = summary.get("best_checkpoint")
