@@ -163,6 +163,7 @@ viterbi: evaluate  ## the effect of Viterbi smoothing (p=0.9) on stage 2 and the
 # baseline against the pool size, as a table and a PNG (runs/results_scaling).
 SCALES ?= 1 4 16
 SCALE_SIZES ?= small base
+SCALE_HOLDOUT = 0.05   # the share of each pool's songs stage 1 holds out for validation (as 9 of the demo's 180)
 L_HOURS = $$($(BIN)/python -c "import csv; print(sum(float(r['duration']) for r in csv.DictReader(open('$(DATA)/train/manifest.csv'))) / 3600)")
 SCALE_EVAL = $(RUNS)/eval_scaling/seed$(strip $(SEED))
 scaling: label  ## stage 2 minus teacher / baseline for pools of SCALES x L and student sizes SCALE_SIZES
@@ -178,8 +179,9 @@ scaling: label  ## stage 2 minus teacher / baseline for pools of SCALES x L and 
 	    test -f $$pool/pool/manifest.csv || $(CHORDKD) synth --preset realistic --parts pool \
 	        --pool-hours $$($(BIN)/python -c "print($$n * $(L_HOURS))") --out $$pool; \
 	    $(CHORDKD) label --teacher $(TEACHER_SPEC) --audio $$pool/pool --out $$cache; \
+	    held=$$($(BIN)/python -c "import csv; n = sum(1 for _ in csv.DictReader(open('$$pool/pool/manifest.csv'))); print(max(3, round(n * $(SCALE_HOLDOUT))))"); \
 	    for size in $(SCALE_SIZES); do \
-	        s1="student=$(STUDENT) model.size=$$size $(STAGE1_ARGS) data.train=$$pool/pool data.teacher_cache=$$cache $(ARGS)"; \
+	        s1="student=$(STUDENT) model.size=$$size $(STAGE1_ARGS) data.train=$$pool/pool data.teacher_cache=$$cache data.valid_holdout=$$held $(ARGS)"; \
 	        $(CHORDKD) fit experiments/stage1.yaml data.teacher=$(TEACHER_SPEC) $$s1; \
 	        init=$$($(CHORDKD) fit experiments/stage1.yaml $$s1 --print-run-dir)/checkpoints/best.ckpt; \
 	        s2="student=$(STUDENT) model.size=$$size init=$$init $(STAGE2_ARGS) $(ARGS)"; \
@@ -206,12 +208,16 @@ noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES on DAT
 	    --teacher-cache $(CACHE)/pool data.train=$(DATA)/pool \
 	    data.labelled=$(DATA)/train data.valid=$(DATA)/valid data.test=$(DATA)/test $(ARGS)
 
-# Representations (issue 14): on the realistic preset with madmom's CNN as the teacher.
+# Representations (issue 14): on the realistic preset with madmom's CNN as the teacher. The
+# probes run on PROBE_CORPUS, harmony-model songs of their own corpus seed that no encoder trained
+# on (labelled: chords, key, tempo, instrument), and on the preset's test_scores (composer).
 PROBE_DATA ?= data/realistic
+PROBE_CORPUS ?= data/probe
+PROBE_SONGS ?= 96          # 30-s songs; a quarter of them (by sha1 of the id) are the probes' test songs
 SSL_ARGS ?=        # overrides for both pre-training runs, e.g. SSL_ARGS="trainer.max_epochs=5"
 SSL_DATA = data.train=$(DATA)/pool data.valid=$(DATA)/valid
 ssl_ckpt = $$($(CHORDKD) pretrain experiments/$(1).yaml student=$(STUDENT) $(SSL_DATA) $(SSL_ARGS) --print-run-dir)/checkpoints/best.ckpt
-STAGE2_SSL_CKPT = $(call run_dir,stage2,$(STUDENT) init=$(call ssl_ckpt,ssl) $(STAGE2_ARGS))/checkpoints/best.ckpt
+stage2_from = $(call run_dir,stage2,$(STUDENT) init=$(1) $(STAGE2_ARGS))/checkpoints/best.ckpt
 STAGE2_SCRATCH_CKPT = $(call run_dir,stage2_scratch,$(STUDENT) $(STAGE2_ARGS))/checkpoints/best.ckpt
 PROBE_ENCODERS = random:$(STUDENT):small madmom:cnn \
     $(call run_dir,baseline,$(STUDENT) $(BASELINE_ARGS))/checkpoints/best.ckpt $(STAGE1_CKPT) \
@@ -220,21 +226,27 @@ PROBE_ENCODERS = random:$(STUDENT):small madmom:cnn \
 
 probe: install  ## representations: SSL pre-training, frozen probes of 7 encoders, stage 2 from each init (realistic preset)
 	test -f $(PROBE_DATA)/test/manifest.csv || $(CHORDKD) synth --preset realistic --out $(PROBE_DATA)
+	test -f $(PROBE_CORPUS)/manifest.csv || $(CHORDKD) synth --songs $(PROBE_SONGS) --seconds 30 \
+	    --renderer soundfont --seed 4 --out $(PROBE_CORPUS)
 	$(MAKE) --no-print-directory probe-encoders DATA=$(PROBE_DATA) TEACHER=madmom
 
 probe-encoders: stage2 baseline  # (make probe) needs DATA=<realistic corpus> TEACHER=madmom
 	$(CHORDKD) pretrain experiments/ssl.yaml student=$(STUDENT) $(SSL_DATA) $(SSL_ARGS)
 	$(CHORDKD) pretrain experiments/ssl_masked.yaml student=$(STUDENT) $(SSL_DATA) $(SSL_ARGS)
-	$(CHORDKD) probe $(PROBE_ENCODERS) --data $(DATA)/test --out $(RUNS)/probe/$(STUDENT)/test \
-	    --cache $(RUNS)/probe/embeddings
+	$(CHORDKD) probe $(PROBE_ENCODERS) --data $(PROBE_CORPUS) --out $(RUNS)/probe/$(STUDENT)/probe \
+	    --cache $(RUNS)/probe/embeddings/probe
 	$(CHORDKD) probe $(PROBE_ENCODERS) --data $(DATA)/test_scores --tasks key tempo instrument composer \
-	    --out $(RUNS)/probe/$(STUDENT)/test_scores --cache $(RUNS)/probe/embeddings
+	    --out $(RUNS)/probe/$(STUDENT)/test_scores --cache $(RUNS)/probe/embeddings/test_scores
 	$(CHORDKD) fit experiments/stage2.yaml student=$(STUDENT) init=$(call ssl_ckpt,ssl) \
+	    data.teacher=$(TEACHER_SPEC) $(STAGE2_ARGS) $(ARGS)
+	$(CHORDKD) fit experiments/stage2.yaml student=$(STUDENT) init=$(call ssl_ckpt,ssl_masked) \
 	    data.teacher=$(TEACHER_SPEC) $(STAGE2_ARGS) $(ARGS)
 	$(CHORDKD) fit experiments/stage2_scratch.yaml student=$(STUDENT) data.teacher=$(TEACHER_SPEC) \
 	    $(STAGE2_ARGS) $(ARGS)
-	$(CHORDKD) evaluate $(STAGE2_SCRATCH_CKPT) $(STAGE2_SSL_CKPT) $(STAGE2_CKPT) \
-	    --names stage2-from-random stage2-from-ssl stage2-from-stage1 --roles stage2-from-random stage2-from-ssl stage2-from-stage1 \
+	$(CHORDKD) evaluate $(STAGE2_SCRATCH_CKPT) $(call stage2_from,$(call ssl_ckpt,ssl)) \
+	    $(call stage2_from,$(call ssl_ckpt,ssl_masked)) $(STAGE2_CKPT) \
+	    --names stage2-from-random stage2-from-ssl stage2-from-ssl_masked stage2-from-stage1 \
+	    --roles stage2-from-random stage2-from-ssl stage2-from-ssl_masked stage2-from-stage1 \
 	    --student $(STUDENT) --seed $(strip $(SEED)) --data $(DATA)/test --out $(EVAL)/$(STUDENT)-init
 
 bench: install  ## benchmarks: CQT, data path (+ peers), labelling, cache, training, levers, vs madmom, scaling, synthesis -> bench/*.{json,md}

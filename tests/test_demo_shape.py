@@ -95,3 +95,23 @@ def test_make_seeds_repeats_every_student_for_n_seeds_then_tabulates():
             assert any(f"runs/eval/seed{seed}/{student}" in c for c in commands)
     assert re.search(r"seq 0 \$\(\(3 - 1\)\)", loop) and "for st in btc 2e1d" in loop
     assert "evaluate SEED=$s STUDENT=$st" in loop
+
+
+def test_make_scaling_grows_the_pool_and_holds_out_a_share_of_each_pool_for_stage1():
+    commands = make_dry("scaling", "SEED=0")
+    (loop,) = [" ".join(c.split()) for c in commands if "for n in 1 4 16" in c]
+    assert "for size in small base" in loop
+    assert "synth --preset realistic --parts pool --pool-hours" in loop
+    # a fixed 9 held-out songs would leave the 1x pool (~16 songs) almost nothing to train on
+    assert "data.valid_holdout=$held" in loop and "round(n * 0.05" in loop
+    assert "--curve pool --series size" in commands[-1]
+
+
+def test_make_probe_probes_songs_no_encoder_trained_on_and_fine_tunes_from_every_init():
+    commands = make_dry("probe-encoders", "DATA=data/realistic", "TEACHER=madmom")
+    probes = [c for c in commands if " probe " in f" {c} " and "--data" in c]
+    assert any("--data data/probe " in c for c in probes)
+    assert all("--data data/realistic/pool" not in c for c in probes)
+    (evaluation,) = [c for c in commands if "-init" in c and " evaluate " in f" {c} "]
+    for row in ("random", "ssl", "ssl_masked", "stage1"):
+        assert f"stage2-from-{row} " in evaluation
