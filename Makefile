@@ -133,9 +133,11 @@ seeds:  ## `make demo` for every seed 0..N-1 and every student in STUDENTS, then
 
 # Ablations of stage 2 (seed SEED), rows of the same table: no KD from the stage-1 weights (which
 # separates pre-training from distillation), the other KD rules, the temperature, and a soft
-# stage 1 (KD on every frame instead of hard pseudo-labels) followed by the usual stage 2.
+# stage 1 (KD on every frame instead of hard pseudo-labels) followed by the usual stage 2, and the
+# rules applied to the teacher's own confidence (T = 1) instead of the tempered one.
 ABLATIONS ?= nokd:kd.alpha=0 rule-threshold:kd.rule=threshold rule-agree:kd.rule=agree \
-             rule-all:kd.rule=all T1:kd.temperature=1 T5:kd.temperature=5
+             rule-all:kd.rule=all T1:kd.temperature=1 T5:kd.temperature=5 \
+             conf-teacher:kd.confidence=teacher
 SOFT1_ARGS = $(STAGE1_ARGS) kd.enabled=true kd.rule=all kd.alpha=1
 SOFT1_CKPT = $(call run_dir,stage1,$(STUDENT) $(SOFT1_ARGS))/checkpoints/best.ckpt
 ablations: stage1  ## stage-2 ablations for STUDENT (seed SEED): no KD, rules, T, soft stage 1

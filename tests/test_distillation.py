@@ -122,3 +122,25 @@ def test_stage2_with_alpha_zero_equals_the_baseline_recipe(tone_corpus, fixture_
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     assert any(not torch.equal(a[k], c[k]) for k in a)  # and KD with alpha > 0 does change them
     assert math.isfinite(kd3["best_score"])
+
+
+def test_rules_read_the_tempered_confidence_unless_told_to_read_the_teachers_own():
+    # a teacher 80% sure over 170 classes: at T = 3 its top probability falls below 0.1, so the
+    # paper rule (as the public code computes it) distils nothing; on the teacher's own
+    # confidence every frame counts
+    c = 170
+    probs = torch.full((1, 4, c), 0.2 / (c - 1))
+    probs[..., 0] = 0.8
+    teacher_logits = probs.log()
+    batch = _full_cache_batch(teacher_logits, torch.zeros(1, 4, dtype=torch.long))
+    student, sup = torch.randn(1, 4, c), torch.tensor(1.0)
+    tempered_logs: dict = {}
+    tempered = SelectiveKD(alpha=0.3, temperature=3.0, rule="paper")
+    assert tempered.combine(None, batch, student, sup, tempered_logs).item() == pytest.approx(0.7)
+    assert tempered_logs["train/kd_weighted_frac"].item() == 0.0
+    own_logs: dict = {}
+    own = SelectiveKD(alpha=0.3, temperature=3.0, rule="paper", confidence="teacher")
+    assert own.combine(None, batch, student, sup, own_logs).item() > 0.7 + 1e-3
+    assert own_logs["train/kd_weighted_frac"].item() == 1.0
+    with pytest.raises(ValueError, match="confidence"):
+        SelectiveKD(confidence="raw")

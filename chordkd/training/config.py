@@ -86,6 +86,7 @@ class KDConfig:
     temperature: float = 3.0
     rule: str = "paper"  # paper | threshold | agree | all
     theta: float = 0.9  # threshold rule only
+    confidence: str = "tempered"  # the rules read the teacher's top probability at T (tempered) or at 1 (teacher)
 
 
 @dataclass
@@ -279,6 +280,7 @@ _CHOICES = {
     "model.size": ("small", "base", "large"),
     "loss.name": ("focal", "ce"),
     "kd.rule": ("paper", "threshold", "agree", "all"),
+    "kd.confidence": ("tempered", "teacher"),
     "feature_kd.loss": ("distance_matrix", "cosine"),
     "feature_kd.layer": ("last", "logits"),
     "optim.schedule": ("cosine", "plateau", "constant"),
@@ -447,7 +449,7 @@ def _check_stream(cfg: DictConfig) -> None:
 _HASHED_IF_CHANGED = ("data.noise", "feature_kd", "data.format", "data.stream",
                       "optim.implementation", "data.valid_targets", "data.valid_holdout",
                       "optim.warmup_epochs", "optim.warmup_start_factor", "optim.min_lr", "ssl",
-                      "data.labelled", "data.labelled_ratio", "trainer.min_epochs")
+                      "data.labelled", "data.labelled_ratio", "trainer.min_epochs", "kd.confidence")
 # Keys taken out of the schema, hashed at the one value every run had, so run folders made
 # before keep their names (optim.min_lr_ratio: replaced by optim.min_lr, 0 in every run).
 _RETIRED = {"optim": {"min_lr_ratio": 0.0}}

@@ -203,7 +203,8 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
     if cfg.checkpoint.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.checkpoint.patience))
     if cfg.kd.enabled:
-        callbacks.append(SelectiveKD(cfg.kd.alpha, cfg.kd.temperature, cfg.kd.rule, cfg.kd.theta))
+        callbacks.append(SelectiveKD(cfg.kd.alpha, cfg.kd.temperature, cfg.kd.rule, cfg.kd.theta,
+                                     cfg.kd.confidence))
     if cfg.feature_kd.enabled:
         from chordkd.training.feature_kd import FeatureKD
 
