@@ -285,3 +285,22 @@ def test_agreement_is_measured_from_the_estimates_of_separate_runs(tmp_path):
     assert rows["stage2"]["values"]["agree_majmin"] == pytest.approx(75.0)
     assert rows["stage2"]["values"]["agree_mirex"] == pytest.approx(75.0)
     assert math.isnan(rows["teacher"]["values"]["agree_majmin"])
+
+
+def test_an_ablation_row_is_compared_with_its_row_on_the_seeds_both_have(tmp_path):
+    root, out = tmp_path / "runs", tmp_path / "results"
+    _write_eval(root / "teacher" / "overall.json",
+                {"teacher": ({"role": "teacher", "student": "btc"}, {"a": 0.5, "b": 0.5})})
+    for seed, acc in ((0, {"a": 0.70, "b": 0.60}), (1, {"a": 0.90, "b": 0.90})):
+        _write_eval(root / f"s2-{seed}" / "overall.json",
+                    {"stage2": ({"role": "stage2", "student": "btc", "seed": seed}, acc)})
+    # run at seed 0 only: +2 and +4 points over stage 2's seed 0 (seed 1 would make it -18)
+    _write_eval(root / "ablations" / "overall.json", {"stage2-nokd": (
+        {"role": "stage2-nokd", "student": "btc", "seed": 0}, {"a": 0.72, "b": 0.64})})
+    assert main(["results", "--runs", str(root), "--out", str(out), "--resamples", "200"]) == 0
+    rows = [r["row"] for r in json.loads((out / "results.json").read_text())["students"]["btc"]]
+    assert rows.index("stage2-nokd") == rows.index("stage2") + 1
+    assert "stage2-nokd - stage2" in rows
+    paired = json.loads((out / "paired.json").read_text())["comparisons"]
+    (mean,) = [c for c in paired if c["comparison"] == "stage2-nokd - stage2" and c["column"] == "mean"]
+    assert mean["mean"] == pytest.approx(3.0) and mean["wins"] == 2

@@ -34,6 +34,8 @@ from chordkd.evaluation.summary import COLUMNS, FORMAT, ROLES, column_values
 log = logging.getLogger(__name__)
 
 VITERBI = "+viterbi"
+# rows named "<role>-<variant>" are variants of these rows: compared with them, listed after them
+VARIANT_ROLES = ("baseline", "stage1", "stage2")
 
 
 @dataclass(frozen=True)
@@ -183,8 +185,18 @@ class Group:
 
     @property
     def role(self) -> str:
-        """The row without its decoding suffix: ``stage2`` for ``stage2+viterbi``."""
-        return self.row.removesuffix(VITERBI)
+        """The row this one is a variant of: without its decoding suffix (``stage2`` for
+        ``stage2+viterbi``), and a ``<role>-<variant>`` row of an ablation or of the
+        fine-tuning comparison is its role's (``stage2`` for ``stage2-nokd``)."""
+        row = self.row.removesuffix(VITERBI)
+        base, sep, _ = row.partition("-")
+        return base if sep and base in VARIANT_ROLES else row
+
+    def at_seeds(self, seeds: set) -> Group:
+        """The group restricted to ``seeds`` (itself when that keeps every entry)."""
+        kept = [e for e in self.entries if e.seed in seeds]
+        return self if len(kept) == len(self.entries) else Group(self.row, self.student,
+                                                                 self.tags, kept)
 
     @property
     def seeds(self) -> list[int | None]:
@@ -277,7 +289,8 @@ def student_blocks(groups: list[Group]) -> dict[str, list[Group]]:
 def comparisons(block: list[Group]) -> list[tuple[Group, Group]]:
     """The (A, B) pairs of a block to compare as A - B: every row but the teacher against its
     teacher, every row but the teacher and the baseline against its baseline, each ``+viterbi``
-    row against the same row decoded by argmax."""
+    row against the same row decoded by argmax, each variant (``stage2-nokd``) against its row
+    (``stage2``)."""
     teachers = [g for g in block if g.row == "teacher"]
     baselines = [g for g in block if g.row == "baseline"]
     pairs: list[tuple[Group, Group]] = []
@@ -285,7 +298,7 @@ def comparisons(block: list[Group]) -> list[tuple[Group, Group]]:
         candidates = []
         if g.row != "teacher":
             candidates.append(teachers)
-        if g.row not in ("teacher", "baseline"):
+        if g.row not in ("teacher", "baseline") and g.role != "baseline":
             candidates.append(baselines)
         if g.row != g.role:
             candidates.append([h for h in block if h.row == g.role])

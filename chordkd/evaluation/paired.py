@@ -1,8 +1,9 @@
 """Paired per-song comparisons of the rows of ``chordkd results`` (``paired.{md,csv,json}``).
 
 Which rows are compared: ``entries.comparisons`` (every row against its teacher and its
-baseline, each ``+viterbi`` row against its argmax row). How: ``stats`` (per-song differences
-after averaging each row's seeds per song, mean, 95% bootstrap interval over songs,
+baseline, each ``+viterbi`` row against its argmax row, each ``<role>-<variant>`` row against
+its role's row). How: ``stats`` (per-song differences on the seeds both rows have, after
+averaging each row's seeds per song, mean, 95% bootstrap interval over songs,
 wins/losses). Scores come from the ``songs.json`` beside each ``overall.json``; differences
 are in percentage points.
 """
@@ -48,11 +49,15 @@ class Comparison:
 
 
 def compare(a: Group, b: Group, resamples: int = RESAMPLES, seed: int = 0) -> Comparison:
-    """The paired comparison of two groups on every column of ``PAIRED_COLUMNS``."""
+    """The paired comparison of two groups on every column of ``PAIRED_COLUMNS``, on the seeds
+    both have when they share some (an ablation run at seed 0 against stage 2's seed 0, not
+    against its mean over three seeds), else on all of each."""
+    common = set(a.seeds) & set(b.seeds)
+    sa, sb = (a.at_seeds(common), b.at_seeds(common)) if common else (a, b)
     results = {}
     for column in PAIRED_COLUMNS:
-        _, d = paired_differences(mean_over_seeds(a.song_values(column)),
-                                  mean_over_seeds(b.song_values(column)))
+        _, d = paired_differences(mean_over_seeds(sa.song_values(column)),
+                                  mean_over_seeds(sb.song_values(column)))
         if d.size:
             results[column] = paired_bootstrap(100 * d, resamples=resamples, seed=seed)
     return Comparison(a, b, results)
