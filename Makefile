@@ -215,16 +215,21 @@ noisy-student: label  ## noisy student: ROUNDS rounds of STUDENT at SIZES on DAT
 # on (labelled: chords, key, tempo, instrument), and on the preset's test_scores (composer).
 PROBE_DATA ?= data/realistic
 PROBE_CORPUS ?= data/probe
-PROBE_SONGS ?= 96          # 30-s songs; a quarter of them (by sha1 of the id) are the probes' test songs
+# 30-s songs; a quarter of them (by sha1 of the id) are the probes' test songs
+PROBE_SONGS ?= 96
 SSL_ARGS ?=        # overrides for both pre-training runs, e.g. SSL_ARGS="trainer.max_epochs=5"
 SSL_DATA = data.train=$(DATA)/pool data.valid=$(DATA)/valid
 ssl_ckpt = $$($(CHORDKD) pretrain experiments/$(1).yaml student=$(STUDENT) $(SSL_DATA) $(SSL_ARGS) --print-run-dir)/checkpoints/best.ckpt
 stage2_from = $(call run_dir,stage2,$(STUDENT) init=$(1) $(STAGE2_ARGS))/checkpoints/best.ckpt
 STAGE2_SCRATCH_CKPT = $(call run_dir,stage2_scratch,$(STUDENT) $(STAGE2_ARGS))/checkpoints/best.ckpt
-PROBE_ENCODERS = random:$(STUDENT):small madmom:cnn \
-    $(call run_dir,baseline,$(STUDENT) $(BASELINE_ARGS))/checkpoints/best.ckpt $(STAGE1_CKPT) \
-    $(STAGE2_CKPT) $(call ssl_ckpt,ssl) $(call ssl_ckpt,ssl_masked) \
-    --names random teacher baseline stage1 stage2 ssl ssl_masked
+PROBE_LAYER ?= 2          # the trained encoders are probed at their last layer and at this block
+# each trained encoder's checkpoint, followed by $(1) (@LAYER or nothing)
+probe_trained = $(BASELINE_CKPT)$(1) $(STAGE1_CKPT)$(1) $(STAGE2_CKPT)$(1) $(call ssl_ckpt,ssl)$(1) \
+    $(call ssl_ckpt,ssl_masked)$(1)
+PROBE_TRAINED_NAMES = baseline stage1 stage2 ssl ssl_masked
+PROBE_ENCODERS = random:$(STUDENT):small cqt madmom:cnn $(call probe_trained,) \
+    $(call probe_trained,@$(strip $(PROBE_LAYER))) --names random cqt teacher \
+    $(PROBE_TRAINED_NAMES) $(PROBE_TRAINED_NAMES:%=%@$(strip $(PROBE_LAYER)))
 
 probe: install  ## representations: SSL pre-training, frozen probes of 7 encoders, stage 2 from each init (realistic preset)
 	test -f $(PROBE_DATA)/test/manifest.csv || $(CHORDKD) synth --preset realistic --out $(PROBE_DATA)

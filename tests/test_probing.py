@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import SUBPROCESS_TIMEOUT
 
 from chordkd.chords import get_vocabulary
@@ -161,3 +162,18 @@ def test_metadata_kept_aside_for_unlabelled_parts_is_read_but_not_their_labels(t
     assert [(s.extra["key"], s.extra["composer"], s.labels) for s in songs] == [
         ("D:minor", "Bach", None), ("F:major", "Palestrina", None)]
     assert build_task("key", songs, "x").targets == {"a": 14, "b": 5}
+
+
+def test_the_cqt_encoder_is_the_students_own_input_at_their_frame_rate():
+    from chordkd.features import FeatureSettings, LogCQT
+    from chordkd.labelling.embeddings import load_embedding_module
+    from chordkd.probing.encoders import parse_encoder
+
+    enc = parse_encoder("cqt")
+    assert enc.name == "cqt" and enc.module == "chordkd.probing.encoders:log_cqt"
+    module = load_embedding_module(enc.module)
+    wave = torch.randn(1, 2 * 22050)
+    frames = module(wave)
+    assert frames.shape == (LogCQT(FeatureSettings())(wave)[0].shape[0], 144)
+    assert module.hop_seconds == pytest.approx(2048 / 22050)
+    torch.testing.assert_close(frames, LogCQT(FeatureSettings())(wave)[0])

@@ -6,6 +6,8 @@
 - ``random:STUDENT[:SIZE]``: a freshly initialised student (seed 0), normalised with the
   corpus's own feature statistics: what an encoder gives before any training.
 - ``madmom:cnn`` / ``madmom:deepchroma``: the features madmom's chord CRF reads (10 fps).
+- ``cqt``: the students' own input, chordkd's log-CQT (144 bins): what any encoder starts from,
+  so the row an encoder must beat to have learnt something a probe can use.
 - ``package.module:factory``: a user's waveform module (as for ``chordkd label --embeddings``).
 """
 
@@ -25,6 +27,7 @@ from chordkd.labelling.embeddings import EmbeddingCache, embed_corpus
 
 MADMOM_FEATURES = {"madmom:cnn": "chordkd.probing.encoders:madmom_cnn",
                    "madmom:deepchroma": "chordkd.probing.encoders:madmom_deepchroma"}
+BUILTIN_FEATURES = {**MADMOM_FEATURES, "cqt": "chordkd.probing.encoders:log_cqt"}
 
 
 @dataclass(frozen=True)
@@ -49,15 +52,15 @@ def parse_encoder(spec: str, name: str | None = None) -> Encoder:
         if not 1 <= len(parts) <= 2 or not parts[0]:
             raise ConfigError(f"encoder {spec!r}: write random:STUDENT or random:STUDENT:SIZE")
         return Encoder(spec, label, random=(parts[0], parts[1] if len(parts) == 2 else "base"))
-    if spec in MADMOM_FEATURES:
-        return Encoder(spec, label, module=MADMOM_FEATURES[spec])
+    if spec in BUILTIN_FEATURES:
+        return Encoder(spec, label, module=BUILTIN_FEATURES[spec])
     path, _, layer = spec.partition("@")
     if Path(path).is_file():
         return Encoder(spec, label, path=Path(path), layer=layer or "last")
     if ":" in spec and "/" not in spec:
         return Encoder(spec, label, module=spec)
     raise ConfigError(f"encoder {spec!r}: no such checkpoint file, and not random:STUDENT, "
-                      f"{', '.join(MADMOM_FEATURES)} or package.module:factory")
+                      f"{', '.join(BUILTIN_FEATURES)} or package.module:factory")
 
 
 def _default_name(spec: str) -> str:
@@ -149,3 +152,24 @@ def madmom_cnn() -> MadmomFeatures:
 
 def madmom_deepchroma() -> MadmomFeatures:
     return MadmomFeatures("deepchroma")
+
+
+class LogCQTFeatures(nn.Module):
+    """chordkd's log-CQT, the students' input, as a waveform embedding module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from chordkd.features import FeatureSettings, LogCQT
+
+        settings = FeatureSettings()
+        self.cqt = LogCQT(settings)
+        self.hop_seconds = settings.frame_seconds
+        self.offset_seconds = 0.0
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``[1, samples]`` at 22,050 Hz -> ``[T', 144]``."""
+        return self.cqt(waveform)[0]
+
+
+def log_cqt() -> LogCQTFeatures:
+    return LogCQTFeatures()
