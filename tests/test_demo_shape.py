@@ -112,6 +112,10 @@ def test_make_probe_probes_songs_no_encoder_trained_on_and_fine_tunes_from_every
     probes = [c for c in commands if " probe " in f" {c} " and "--data" in c]
     assert any("--data data/probe " in c for c in probes)
     assert all("--data data/realistic/pool" not in c for c in probes)
+    # the students' own input and every trained encoder at a middle block, beside the last layer
+    names = probes[0].split("--names")[1].split()
+    assert {"random", "cqt", "teacher", "ssl_masked", "ssl_masked@2", "stage2@2"} <= set(names)
+    assert probes[0].count("best.ckpt@2") == 5  # not inside stage 2's init=
     (evaluation,) = [c for c in commands if "-init" in c and " evaluate " in f" {c} "]
     for row in ("random", "ssl", "ssl_masked", "stage1"):
         assert f"stage2-from-{row} " in evaluation
