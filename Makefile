@@ -221,6 +221,11 @@ SSL_ARGS ?=        # overrides for both pre-training runs, e.g. SSL_ARGS="traine
 SSL_DATA = data.train=$(DATA)/pool data.valid=$(DATA)/valid
 ssl_ckpt = $$($(CHORDKD) pretrain experiments/$(1).yaml student=$(STUDENT) $(SSL_DATA) $(SSL_ARGS) --print-run-dir)/checkpoints/best.ckpt
 stage2_from = $(call run_dir,stage2,$(STUDENT) init=$(1) $(STAGE2_ARGS))/checkpoints/best.ckpt
+baseline_from = $(call run_dir,baseline,$(STUDENT) init=$(1) $(BASELINE_ARGS))/checkpoints/best.ckpt
+# the fine-tuning comparison: the stage-2 recipe and the baseline's (from-scratch) recipe, each
+# from every initialisation, on the same labelled songs
+INIT_ROWS = stage2-from-random stage2-from-ssl stage2-from-ssl_masked stage2-from-stage1 \
+    baseline-from-random baseline-from-ssl baseline-from-ssl_masked baseline-from-stage1
 STAGE2_SCRATCH_CKPT = $(call run_dir,stage2_scratch,$(STUDENT) $(STAGE2_ARGS))/checkpoints/best.ckpt
 PROBE_LAYER ?= 2          # the trained encoders are probed at their last layer and at this block
 # each trained encoder's checkpoint, followed by $(1) (@LAYER or nothing)
@@ -231,7 +236,7 @@ PROBE_ENCODERS = random:$(STUDENT):small cqt madmom:cnn $(call probe_trained,) \
     $(call probe_trained,@$(strip $(PROBE_LAYER))) --names random cqt teacher \
     $(PROBE_TRAINED_NAMES) $(PROBE_TRAINED_NAMES:%=%@$(strip $(PROBE_LAYER)))
 
-probe: install  ## representations: SSL pre-training, frozen probes of 7 encoders, stage 2 from each init (realistic preset)
+probe: install  ## representations: SSL pre-training, frozen probes of every encoder, fine-tuning from each init (realistic preset)
 	test -f $(PROBE_DATA)/test/manifest.csv || $(CHORDKD) synth --preset realistic --out $(PROBE_DATA)
 	test -f $(PROBE_CORPUS)/manifest.csv || $(CHORDKD) synth --songs $(PROBE_SONGS) --seconds 30 \
 	    --renderer soundfont --seed 4 --out $(PROBE_CORPUS)
@@ -250,10 +255,14 @@ probe-encoders: stage2 baseline  # (make probe) needs DATA=<realistic corpus> TE
 	    data.teacher=$(TEACHER_SPEC) $(STAGE2_ARGS) $(ARGS)
 	$(CHORDKD) fit experiments/stage2_scratch.yaml student=$(STUDENT) data.teacher=$(TEACHER_SPEC) \
 	    $(STAGE2_ARGS) $(ARGS)
+	for init in $(call ssl_ckpt,ssl) $(call ssl_ckpt,ssl_masked) $(STAGE1_CKPT); do \
+	    $(CHORDKD) fit experiments/baseline.yaml student=$(STUDENT) init=$$init $(BASELINE_ARGS) $(ARGS) \
+	        || exit 1; done
 	$(CHORDKD) evaluate $(STAGE2_SCRATCH_CKPT) $(call stage2_from,$(call ssl_ckpt,ssl)) \
-	    $(call stage2_from,$(call ssl_ckpt,ssl_masked)) $(STAGE2_CKPT) \
-	    --names stage2-from-random stage2-from-ssl stage2-from-ssl_masked stage2-from-stage1 \
-	    --roles stage2-from-random stage2-from-ssl stage2-from-ssl_masked stage2-from-stage1 \
+	    $(call stage2_from,$(call ssl_ckpt,ssl_masked)) $(STAGE2_CKPT) $(BASELINE_CKPT) \
+	    $(call baseline_from,$(call ssl_ckpt,ssl)) $(call baseline_from,$(call ssl_ckpt,ssl_masked)) \
+	    $(call baseline_from,$(STAGE1_CKPT)) \
+	    --names $(INIT_ROWS) --roles $(INIT_ROWS) \
 	    --student $(STUDENT) --seed $(strip $(SEED)) --data $(DATA)/test --out $(EVAL)/$(STUDENT)-init
 
 bench: install  ## benchmarks: CQT, data path (+ peers), labelling, cache, training, levers, vs madmom, scaling, synthesis -> bench/*.{json,md}
