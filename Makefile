@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CHORDKD := $(BIN)/chordkd
 STUDENT ?= btc
-PRESET ?= realistic  # realistic: a 2-hour unlabelled pool, 12x the 10-minute labelled set; demo: the older all-synthetic corpus
+PRESET ?= realistic  # realistic: a 1.85-hour unlabelled pool, 11x the 10-minute labelled set; demo: the older all-synthetic corpus
 DATA ?= data/$(strip $(PRESET))
 RUNS ?= runs
 SEED ?= 0          # every row (teacher included) is trained with this seed; `make seeds N=3` loops over 0..N-1
