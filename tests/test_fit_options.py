@@ -58,7 +58,7 @@ def test_print_config_prints_the_resolved_yaml_with_parents_and_overrides(capsys
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["name"] == "stage2" and printed["init"] == "x.ckpt"
     assert printed["kd"] == {"enabled": True, "alpha": 0.5, "temperature": 3.0, "rule": "paper",
-                             "theta": 0.9}
+                             "theta": 0.9, "confidence": "tempered"}
     assert printed["model"]["size"] == "small"  # from demo.yaml, the parent
     assert printed["data"]["batch_size"] == 16 and printed["data"]["train"] == "data/realistic/train"
 
