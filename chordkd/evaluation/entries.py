@@ -221,6 +221,13 @@ class Group:
         return [{s: v[column] for s, v in e.song_values().items()} for e in self.entries]
 
 
+def on_common_seeds(a: Group, b: Group) -> tuple[Group, Group]:
+    """``a`` and ``b`` restricted to the seeds both have, when they share some (an ablation
+    run at seed 0 against stage 2's seed 0, not its mean over three seeds); else unchanged."""
+    common = set(a.seeds) & set(b.seeds)
+    return (a.at_seeds(common), b.at_seeds(common)) if common else (a, b)
+
+
 def group_entries(entries: list[Entry]) -> list[Group]:
     """Entries grouped by (student, row, tags), in first-seen order; a seed twice in one group
     is an error naming both sources."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from chordkd.atomic import write_json, write_text
-from chordkd.evaluation.entries import Group, comparisons
+from chordkd.evaluation.entries import Group, comparisons, on_common_seeds
 from chordkd.evaluation.metrics import METRICS
 from chordkd.evaluation.stats import (
     LEVEL,
@@ -50,10 +50,8 @@ class Comparison:
 
 def compare(a: Group, b: Group, resamples: int = RESAMPLES, seed: int = 0) -> Comparison:
     """The paired comparison of two groups on every column of ``PAIRED_COLUMNS``, on the seeds
-    both have when they share some (an ablation run at seed 0 against stage 2's seed 0, not
-    against its mean over three seeds), else on all of each."""
-    common = set(a.seeds) & set(b.seeds)
-    sa, sb = (a.at_seeds(common), b.at_seeds(common)) if common else (a, b)
+    both have (:func:`entries.on_common_seeds`)."""
+    sa, sb = on_common_seeds(a, b)
     results = {}
     for column in PAIRED_COLUMNS:
         _, d = paired_differences(mean_over_seeds(sa.song_values(column)),

@@ -65,6 +65,7 @@ from chordkd.evaluation.entries import (
     discover,
     explicit_entry,
     group_entries,
+    on_common_seeds,
     reference,
     student_blocks,
 )
@@ -165,9 +166,8 @@ def _score_row(g: Group) -> dict[str, Any]:
 
 
 def _derived(a: Group, b: Group, kind: str, op) -> dict[str, Any]:
-    """A row of ``a`` against ``b``, on the seeds both have when they share some."""
-    if common := set(a.seeds) & set(b.seeds):
-        a, b = a.at_seeds(common), b.at_seeds(common)
+    """A row of ``a`` against ``b``, on the seeds both have (``on_common_seeds``)."""
+    a, b = on_common_seeds(a, b)
     am, bm = a.mean(), b.mean()
     sep = " / " if kind == "ratio" else " - "
     return {"row": f"{a.label}{sep}{b.label}", "role": a.row, "tags": dict(a.tags), "kind": kind,

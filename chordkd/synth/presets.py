@@ -175,8 +175,8 @@ PRESETS: dict[str, Preset] = {
     ),
     # realistic: sampled GM instruments (SoundFont) and real scores. 10 min labelled
     # (train: teacher and students), a 2-hour unlabelled pool (half score excerpts of up to
-    # 60 s, some shorter, so 1.85 h, 11x; half harmony-model songs; --pool-hours scales it), valid and test from the
-    # harmony model, and score excerpts on instruments no other part uses. ~2.5 h in all.
+    # 60 s, some shorter, so 1.85 h, 11x; half harmony-model songs; --pool-hours scales it),
+    # valid and test from the harmony model, and score excerpts on instruments no other part uses. ~2.5 h in all.
     "realistic": Preset(
         style="demo",
         seconds=30.0,

@@ -86,7 +86,7 @@ class KDConfig:
     temperature: float = 3.0
     rule: str = "paper"  # paper | threshold | agree | all
     theta: float = 0.9  # threshold rule only
-    confidence: str = "tempered"  # the rules read the teacher's top probability at T (tempered) or at 1 (teacher)
+    confidence: str = "tempered"  # rules read the teacher's top probability at T, or at 1 ("teacher")
 
 
 @dataclass
