@@ -104,6 +104,9 @@ def test_make_scaling_grows_the_pool_and_holds_out_a_share_of_each_pool_for_stag
     assert "synth --preset realistic --parts pool --pool-hours" in loop
     # a fixed 9 held-out songs would leave the 1x pool (~16 songs) almost nothing to train on
     assert "data.valid_holdout=$held" in loop and "round(n * 0.05" in loop
+    # the same number of stage-1 passes over every pool, ending on a validation epoch (every 5th)
+    (epochs,) = re.findall(r"trainer\.max_epochs=(\d+)", loop)
+    assert int(epochs) % 5 == 0
     assert "--curve pool --series size" in commands[-1]
 
 
