@@ -13,6 +13,7 @@ what a kill at that moment leaves (``last.ckpt`` of the previous epoch, no ``sum
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -166,3 +167,70 @@ def test_early_stopping_state_survives_a_crash(small_corpus, tmp_path, monkeypat
     # early-stopping state would wait two more validations: epochs 2, 3 and 4.
     assert sorted({e for e, _ in executed}) == [2]
     assert resumed["epochs"] == 3
+
+
+# -- one trainer per run folder ------------------------------------------------------------------
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from chordkd.training.fit import run_lock
+with run_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def held_by_another_process(tmp_path):
+    """A run folder whose lock another process holds (as a trainer of it would), and that
+    process."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(run)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield run, holder
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+
+
+def test_a_second_trainer_of_a_folder_in_training_stops_naming_the_holder(
+    small_corpus, held_by_another_process, executed
+):
+    from chordkd.training.fit import RunInUseError
+
+    run, holder = held_by_another_process
+    with pytest.raises(RunInUseError, match=rf"{run} is being trained by another process "
+                                            rf"\(pid {holder.pid} on "):
+        fit(_config(small_corpus, run))
+    assert executed == []
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written, nothing lost
+
+
+def test_the_lock_goes_with_its_holder_even_when_killed(held_by_another_process):
+    import signal
+
+    from chordkd.training.fit import RunInUseError, run_lock
+
+    run, holder = held_by_another_process
+    with pytest.raises(RunInUseError):
+        with run_lock(run):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=60)
+    with run_lock(run):  # no stale lock to clean up
+        assert f"pid {os.getpid()} " in (run / ".lock").read_text()
+
+
+def test_a_run_that_died_in_this_process_leaves_its_folder_free(crashed):
+    from chordkd.training.fit import run_lock
+
+    run, _ = crashed
+    with run_lock(run):
+        pass

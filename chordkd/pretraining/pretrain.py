@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
@@ -56,18 +57,21 @@ class EpochLosses(L.Callback):
 
 def pretrain(cfg: DictConfig) -> dict:
     """Pre-train (or resume) the experiment ``cfg``; returns the summary (also summary.json)."""
+    from chordkd.training.fit import open_run
+
+    with open_run(cfg) as (folder, finished):
+        return finished if finished is not None else _pretrain(cfg, folder)
+
+
+def _pretrain(cfg: DictConfig, folder: Path) -> dict:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from chordkd.atomic import write_json
     from chordkd.pretraining.data import UnlabelledWindows
     from chordkd.pretraining.objectives import MODULES
     from chordkd.training.config import config_hash
-    from chordkd.training.fit import _resume_path, build_trainer, open_run
+    from chordkd.training.fit import _resume_path, build_trainer
     from chordkd.training.seeding import EpochSeed
-
-    folder, finished = open_run(cfg)
-    if finished is not None:
-        return finished
 
     d, ssl = cfg.data, cfg.ssl
     extra = ssl.max_shift if ssl.objective == "contrastive" else 0  # room for the second view

@@ -5,20 +5,23 @@ The run folder (``runs/<name>-<student>-<hash>``) holds the resolved ``config.ya
 ``summary.json`` (best checkpoint, its score, test metrics, the songs each split used and the
 ones skipped, with the reason). Rerunning the same command finds
 the same folder and resumes from ``last.ckpt`` (global step, optimiser, scheduler, early
-stopping state, W&B run id); a finished run is not trained again.
+stopping state, W&B run id); a finished run is not trained again. While a run trains, its folder
+is locked (``.lock``): a second trainer of the same config stops with a one-line error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from chordkd.errors import ConfigError
+from chordkd.errors import ChordkdError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +108,11 @@ def wandb_mode(configured: str | None, environ: Mapping[str, str]) -> str:
     return configured or environ.get("WANDB_MODE") or "offline"
 
 
-def open_run(cfg: DictConfig) -> tuple[Path, dict | None]:
-    """The run folder of ``cfg`` and, when it is finished (``summary.json``, ``resume=auto``), its
-    summary; otherwise the folder is made, its ``config.yaml`` written and the seed set."""
+@contextlib.contextmanager
+def open_run(cfg: DictConfig) -> Iterator[tuple[Path, dict | None]]:
+    """The run folder of ``cfg``, held by this process while the block runs, and, when the run
+    is finished (``summary.json``, ``resume=auto``), its summary. Otherwise the folder is made,
+    its ``config.yaml`` written and the seed set."""
     import json
 
     import lightning as L
@@ -119,11 +124,58 @@ def open_run(cfg: DictConfig) -> tuple[Path, dict | None]:
     done = folder / "summary.json"
     if cfg.resume == "auto" and done.is_file():
         log.info("%s is finished (summary.json); nothing to do (resume=never retrains)", folder)
-        return folder, json.loads(done.read_text())
+        yield folder, json.loads(done.read_text())
+        return
     folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    return folder, None
+    with run_lock(folder):
+        if cfg.resume == "auto" and done.is_file():  # its trainer finished since the check
+            yield folder, json.loads(done.read_text())
+            return
+        write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        yield folder, None
+
+
+LOCK_FILE = ".lock"
+
+
+class RunInUseError(ChordkdError):
+    """The run folder is being trained by another process."""
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder`` for this process: a second ``fit`` of the same config (another terminal,
+    a sweep trial, a duplicated ``make`` job) would write the same checkpoints and summary, so it
+    stops with :class:`RunInUseError` naming the holder instead. The lock is an ``flock`` on
+    ``folder/.lock``: the kernel drops it when its holder exits, killed or not, so there is no
+    stale lock to clean up. Only global rank 0 takes it; the other DDP ranks of the same job
+    share the folder by design. (Not ``filelock``, as the audio cache uses: there a second
+    builder waits for the first, here it must stop, and say which process holds the folder.)"""
+    import fcntl
+
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    if (_get_rank() or 0) != 0:
+        yield
+        return
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            raise RunInUseError(
+                f"{folder} is being trained by another process ({holder}); two trainers of one "
+                "folder would overwrite each other's checkpoints. Wait for it to finish (a "
+                "rerun then resumes or reuses it), or change a key (seed=, run_dir=) for a "
+                "new folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
@@ -134,6 +186,11 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
     the ranks from the launcher's environment (``trainer.num_nodes`` x ``trainer.devices``
     processes in all).
     """
+    with open_run(cfg) as (folder, finished):
+        return finished if finished is not None else _train(cfg, folder, callbacks)
+
+
+def _train(cfg: DictConfig, folder: Path, callbacks: list | None) -> dict:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from chordkd.atomic import write_json
@@ -143,10 +200,6 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
     from chordkd.training.seeding import EpochSeed
     from chordkd.training.student import StudentModule
     from chordkd.training.validation import MirEvalValidation
-
-    folder, finished = open_run(cfg)
-    if finished is not None:
-        return finished
 
     d = cfg.data
     dm = ChordDataModule(
