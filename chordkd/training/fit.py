@@ -82,12 +82,10 @@ def _logger(cfg: DictConfig, folder: Path):
     if run_id is None:
         import uuid
 
-        from lightning.fabric.utilities.rank_zero import _get_rank
-
         run_id = uuid.uuid4().hex[:12]  # W&B accepts any [a-z0-9] id; kept for resumption
         # only rank 0 logs to W&B: under torchrun / SLURM every process gets here, and another
         # rank's id written last would make the resumed job start a new W&B run
-        if (_get_rank() or 0) == 0:
+        if _is_global_rank_zero():
             from chordkd.atomic import write_text
 
             write_text(id_file, run_id + "\n")
@@ -122,21 +120,33 @@ def open_run(cfg: DictConfig) -> Iterator[tuple[Path, dict | None]]:
 
     folder = run_dir(cfg)
     done = folder / "summary.json"
-    if cfg.resume == "auto" and done.is_file():
+
+    def finished() -> dict | None:
+        return json.loads(done.read_text()) if cfg.resume == "auto" and done.is_file() else None
+
+    summary = finished()
+    if summary is not None:
         log.info("%s is finished (summary.json); nothing to do (resume=never retrains)", folder)
-        yield folder, json.loads(done.read_text())
+        yield folder, summary
         return
     folder.mkdir(parents=True, exist_ok=True)
     with run_lock(folder):
-        if cfg.resume == "auto" and done.is_file():  # its trainer finished since the check
-            yield folder, json.loads(done.read_text())
-            return
-        write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        yield folder, None
+        summary = finished()  # its trainer may have finished since the check
+        if summary is None:
+            write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+            L.seed_everything(cfg.seed, workers=True, verbose=False)
+        yield folder, summary
 
 
 LOCK_FILE = ".lock"
+
+
+def _is_global_rank_zero() -> bool:
+    """Rank 0 of the job, from the launcher's environment (torchrun, SLURM, Lightning's own
+    launcher): known before the Trainer exists."""
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return (_get_rank() or 0) == 0
 
 
 class RunInUseError(ChordkdError):
@@ -154,9 +164,7 @@ def run_lock(folder: Path) -> Iterator[None]:
     builder waits for the first, here it must stop, and say which process holds the folder.)"""
     import fcntl
 
-    from lightning.fabric.utilities.rank_zero import _get_rank
-
-    if (_get_rank() or 0) != 0:
+    if not _is_global_rank_zero():
         yield
         return
     path = folder / LOCK_FILE
